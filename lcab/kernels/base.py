@@ -1,0 +1,119 @@
+"""The kernel adapter contract and the registry.
+
+Layout everywhere in lcab: q [B, S, Hq, D], k and v [B, S, Hkv, D] (Hq % Hkv == 0, GQA),
+out [B, S, Hq, D], lse [B, Hq, S] float32, natural log, softmax scale 1/sqrt(D).
+A kernel either expresses a mask exactly in one of its forms or raises Unsupported: it
+never substitutes another mask or another kernel.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from lcab.masks.slices import AttnMask
+
+AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+class Unsupported(Exception):
+    """This kernel cannot express this mask / shape / dtype; the message says why."""
+
+
+class Unavailable(Exception):
+    """The kernel's package or device support is missing; the message says what."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    devices: tuple[str, ...]  # "cpu", "cuda"
+    dtypes: tuple[str, ...]  # short names: bf16, fp16, fp32, fp64
+    # How masks reach the kernel, e.g. ("dense",) or ("causal_flag", "varlen", "window").
+    mask_forms: tuple[str, ...]
+    gqa: bool  # takes Hkv < Hq without replicating K/V
+    backward: bool
+    returns_lse: bool
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Everything but the sequence lengths, which come from the mask (seqlen_q x seqlen_k)."""
+
+    batch: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    dtype: torch.dtype
+    device: torch.device
+
+
+class Kernel:
+    """Base adapter. Subclasses set name/capabilities/packages and implement prepare()."""
+
+    name: str = ""
+    capabilities: Capabilities
+    packages: tuple[str, ...] = ()  # distributions whose versions go into the record
+    summary: str = ""
+
+    def available(self, device: torch.device) -> tuple[bool, str]:
+        if device.type not in self.capabilities.devices:
+            return False, f"{self.name} runs on {'/'.join(self.capabilities.devices)}, not {device.type}"
+        return True, ""
+
+    def check(self, mask: AttnMask, shape: ShapeSpec) -> None:
+        """Raise Unsupported for dtype/shape; mask expressibility is checked in prepare()."""
+        short = {v: k for k, v in DTYPE_NAMES.items()}[shape.dtype]
+        if short not in self.capabilities.dtypes:
+            raise Unsupported(f"{self.name} does not take dtype {short}")
+
+    def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
+        """Build everything mask-dependent (outside timing) and return (q, k, v) -> (out, lse)."""
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for pkg in self.packages:
+            try:
+                out[pkg] = importlib.metadata.version(pkg)
+            except importlib.metadata.PackageNotFoundError:
+                out[pkg] = "absent"
+        return out
+
+
+DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
+
+_KERNELS: dict[str, Kernel] = {}
+
+
+def register(cls: type[Kernel]) -> type[Kernel]:
+    _KERNELS[cls.name] = cls()
+    return cls
+
+
+def _load() -> None:
+    from lcab import kernels
+
+    for mod in pkgutil.iter_modules(kernels.__path__):
+        if mod.name not in ("base", "__init__"):
+            importlib.import_module(f"{kernels.__name__}.{mod.name}")
+
+
+def get(name: str) -> Kernel:
+    _load()
+    if name not in _KERNELS:
+        raise KeyError(f"unknown kernel '{name}'; known: {', '.join(sorted(_KERNELS))}")
+    return _KERNELS[name]
+
+
+def names() -> list[str]:
+    _load()
+    return sorted(_KERNELS)
+
+
+def scale(head_dim: int) -> float:
+    return head_dim**-0.5
