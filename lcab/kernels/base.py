@@ -60,6 +60,17 @@ class Kernel:
     packages: tuple[str, ...] = ()  # distributions whose versions go into the record
     summary: str = ""
 
+    def configure(self, **options: object) -> Kernel:
+        """Kernel-specific knobs from KernelConfig (e.g. block_size, compile); unknown keys are kept.
+
+        Registered kernels are shared instances: the harness configures one before prepare().
+        """
+        self.options = dict(options)
+        return self
+
+    def option(self, key: str, default: object = None) -> object:
+        return getattr(self, "options", {}).get(key, default)
+
     def available(self, device: torch.device) -> tuple[bool, str]:
         if device.type not in self.capabilities.devices:
             return False, f"{self.name} runs on {'/'.join(self.capabilities.devices)}, not {device.type}"
