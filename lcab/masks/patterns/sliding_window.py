@@ -1,0 +1,12 @@
+from lcab.config import MaskConfig
+from lcab.masks.regions import band, check_window
+from lcab.masks.registry import register
+from lcab.masks.slices import AttnMask
+
+
+@register("sliding_window")
+def sliding_window(cfg: MaskConfig, seqlen: int) -> AttnMask:
+    """|q - k| < w: w - 1 keys on each side plus the diagonal."""
+    w = check_window(cfg.window, "sliding_window")
+    slices = band(0, seqlen, w - 1, w - 1)
+    return AttnMask(tuple(slices), seqlen, seqlen, name="sliding_window", params={"window": w})
