@@ -1,0 +1,116 @@
+"""FlexAttention forms: a mask_mod evaluated from tensors derived from the mask, and its BlockMask.
+
+mask_mod picks the cheapest exact lookup the mask allows:
+  tile table   mask.tile set (block sparse): one bool per (query block, key block)
+  intervals    at most MAX_INTERVALS key ranges per row: an OR of range checks on per-row bounds
+  dense        anything else: a [S_q, S_k] bool lookup (S^2 bytes; a fallback, not a fast path)
+Indices are clamped before every lookup because compiled Flex kernels may evaluate mask_mod
+on the padding of a partial last block; those positions are masked by the kernel anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
+
+from lcab.masks.slices import AttnMask, SliceType
+
+MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+MAX_INTERVALS = 4
+
+
+def tile_table(mask: AttnMask) -> np.ndarray | None:
+    """[ceil(S_q/t), ceil(S_k/t)] bool of visible tiles, or None if the slices are not full,
+    tile-aligned rectangles (then the tile table would not be exact)."""
+    t = mask.tile
+    if not t:
+        return None
+    nq, nk = -(-mask.seqlen_q // t), -(-mask.seqlen_k // t)
+    table = np.zeros((nq, nk), dtype=bool)
+    for s in mask.slices:
+        aligned = s.q0 % t == 0 and s.k0 % t == 0
+        aligned &= (s.q1 % t == 0 or s.q1 == mask.seqlen_q) and (s.k1 % t == 0 or s.k1 == mask.seqlen_k)
+        if s.type != SliceType.FULL or not aligned:
+            return None
+        table[s.q0 // t : -(-s.q1 // t), s.k0 // t : -(-s.k1 // t)] = True
+    return table
+
+
+def mask_mod(mask: AttnMask, device: torch.device | str = "cpu") -> MaskMod:
+    """A Flex mask_mod(b, h, q_idx, kv_idx) -> bool that is exactly mask.dense()."""
+    device = torch.device(device)
+    sq, sk = mask.seqlen_q, mask.seqlen_k
+    table = tile_table(mask)
+    if table is not None:
+        t = mask.tile
+        tiles = torch.from_numpy(table).to(device)
+
+        def tile_mod(b, h, q_idx, kv_idx):
+            return tiles[q_idx.clamp(0, sq - 1) // t, kv_idx.clamp(0, sk - 1) // t]
+
+        return tile_mod
+
+    ri = mask.row_intervals
+    if ri.max_intervals <= MAX_INTERVALS:
+        los = [torch.from_numpy(ri.lo[:, j].astype(np.int32)).to(device) for j in range(ri.max_intervals)]
+        his = [torch.from_numpy(ri.hi[:, j].astype(np.int32)).to(device) for j in range(ri.max_intervals)]
+
+        def interval_mod(b, h, q_idx, kv_idx):
+            q = q_idx.clamp(0, sq - 1)
+            out = (los[0][q] <= kv_idx) & (kv_idx < his[0][q])
+            for lo, hi in zip(los[1:], his[1:], strict=True):
+                out = out | ((lo[q] <= kv_idx) & (kv_idx < hi[q]))
+            return out
+
+        return interval_mod
+
+    dense = mask.dense(device)
+
+    def dense_mod(b, h, q_idx, kv_idx):
+        return dense[q_idx.clamp(0, sq - 1), kv_idx.clamp(0, sk - 1)]
+
+    return dense_mod
+
+
+def mask_mod_kind(mask: AttnMask) -> str:
+    """Which lookup mask_mod uses: 'tile', 'intervals' or 'dense' (for the record)."""
+    if tile_table(mask) is not None:
+        return "tile"
+    return "intervals" if mask.row_intervals.max_intervals <= MAX_INTERVALS else "dense"
+
+
+def block_mask(
+    mask: AttnMask,
+    block_size: int = 128,
+    device: torch.device | str = "cpu",
+    compile: bool | None = None,
+) -> BlockMask:
+    """The mask's BlockMask (B = H = None: shared by every batch row and head).
+
+    Cached per (mask, block size, device), so a sweep over kernels or repeats builds it once;
+    masks compare by their slices, so two cells with the same mask share it. compile=None
+    compiles on CUDA only: eager construction materializes S_q x S_k bools, fine on CPU test
+    sizes, too much at 64K+ on a GPU.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    if compile is None:
+        compile = dev.type == "cuda"
+    return _block_mask(mask, int(block_size), str(dev), bool(compile))
+
+
+@lru_cache(maxsize=32)
+def _block_mask(mask: AttnMask, block_size: int, device: str, compile: bool) -> BlockMask:
+    build = torch.compile(create_block_mask) if compile else create_block_mask
+    return build(
+        mask_mod(mask, device), None, None, mask.seqlen_q, mask.seqlen_k, device=device, BLOCK_SIZE=block_size
+    )
+
+
+def clear_cache() -> None:
+    _block_mask.cache_clear()
