@@ -1,0 +1,42 @@
+"""Random q, k, v, dout for one cell: never zeros, seeded, in lcab's [B, S, H, D] layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class StepInputs:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    dout: torch.Tensor
+
+    @property
+    def qkv(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.q, self.k, self.v
+
+
+def make_inputs(
+    batch: int,
+    seqlen_q: int,
+    seqlen_k: int,
+    heads_q: int,
+    heads_kv: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    seed: int,
+) -> StepInputs:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def draw(s: int, h: int) -> torch.Tensor:
+        # Drawn on the CPU generator so every device (and every rank) sees the same values.
+        t = torch.randn(batch, s, h, head_dim, generator=gen, dtype=torch.float32)
+        return t.to(device=device, dtype=dtype).requires_grad_(True)
+
+    q, k, v = draw(seqlen_q, heads_q), draw(seqlen_k, heads_kv), draw(seqlen_k, heads_kv)
+    dout = draw(seqlen_q, heads_q).detach()
+    return StepInputs(q, k, v, dout)

@@ -1,0 +1,55 @@
+"""Hydra callback: a progress bar over a multirun and a summary table at its end."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+# The basic launcher runs jobs in this process, so the bar lives at module level.
+STATE: dict[str, Any] = {"total": 0, "done": 0, "rows": [], "progress": None, "task": None}
+
+
+def sweep_size(overrides: list[str]) -> int:
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    sizes = [len(list(o.sweep_iterator())) for o in parsed if o.is_sweep_override()]
+    return max(1, math.prod(sizes)) if sizes else 1
+
+
+def record(label: str, status: str, line: str) -> None:
+    STATE["done"] += 1
+    STATE["rows"].append((label, status, line))
+    prog = STATE["progress"]
+    if prog is not None:
+        prog.update(STATE["task"], advance=1, description=label)
+
+
+class SweepProgress(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        STATE.update(total=sweep_size(list(config.hydra.overrides.task)), done=0, rows=[])
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            prog = Progress(transient=False)
+            prog.start()
+            STATE["progress"] = prog
+            STATE["task"] = prog.add_task("sweep", total=STATE["total"])
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if STATE["progress"] is not None:
+            STATE["progress"].stop()
+            STATE["progress"] = None
+        if not STATE["rows"]:
+            return
+        counts: dict[str, int] = {}
+        for _, status, _ in STATE["rows"]:
+            counts[status] = counts.get(status, 0) + 1
+        print(
+            f"\nlcab sweep: {len(STATE['rows'])} cells ({', '.join(f'{v} {k}' for k, v in counts.items())})"
+        )
+        for _, _, line in STATE["rows"]:
+            print("  " + line)

@@ -1,0 +1,49 @@
+"""W&B sink: one run per cell, grouped by sweep, flattened config and summary metrics."""
+
+from __future__ import annotations
+
+import os
+
+from lcab.results.schema import Result
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def run_name(config: dict) -> str:
+    cp = config["cp"]["name"]
+    return f"{config['kernel']['name']}-{cp}-{config['mask']['name']}-{config['seqlen']}-w{config['world']}"
+
+
+def log_cell(result: Result, logger_cfg: dict, group: str, out_dir: str) -> str:
+    """Writes one W&B run for the cell; returns the run's local directory."""
+    import wandb  # lazy: logger=none must not import wandb
+
+    mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    run = wandb.init(
+        project=logger_cfg.get("project") or "lcab",
+        entity=logger_cfg.get("entity") or None,
+        group=logger_cfg.get("group") or group,
+        name=run_name(result.config),
+        job_type=result.config["bench"]["mode"],
+        config={**flatten(result.config), "cell_id": result.cell_id},
+        dir=logger_cfg.get("dir") or out_dir,
+        mode=mode,
+        reinit="create_new",
+        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+    )
+    summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, bool)) or v is None}
+    summary.update(status=result.status, reason=result.reason)
+    summary.update({f"env.{k}": v for k, v in flatten(result.env).items()})
+    run.summary.update(summary)
+    run_dir = run.dir
+    run.finish()
+    return run_dir

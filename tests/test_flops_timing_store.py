@@ -1,0 +1,114 @@
+"""FLOP arithmetic on hand-computed cases, the timing protocol, seqlen parsing and the store."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import pytest
+import torch
+
+from lcab.config import ConfigError, parse_seqlen
+from lcab.harness.flops import attention_flops, tflops_per_s
+from lcab.harness.peaks import peak_tflops
+from lcab.harness.timing import Timing, measure
+from lcab.masks.slices import AttnMask, Slice
+from lcab.results.schema import Result
+from lcab.results.store import ResultStore
+
+
+def test_causal_area_and_flops_by_hand():
+    # One causal slice of side S has S(S+1)/2 visible pairs: S=4 -> 10.
+    m = AttnMask((Slice(0, 4, 0, 4, "causal"),), 4, 4)
+    assert m.area == 10
+    # 4 * area * Hq * d * B = 4 * 10 * 2 * 8 * 3 = 1920 for fwd; 2.5x bwd; 3.5x fwd_bwd.
+    assert attention_flops(10, 2, 8, 3, "fwd") == 1920
+    assert attention_flops(10, 2, 8, 3, "bwd") == 4800
+    assert attention_flops(10, 2, 8, 3, "fwd_bwd") == 6720
+
+
+def test_paper_scale_flops():
+    # Full 32K, 64 heads, d 128: 4 * 32768^2 * 64 * 128 = 35184372088832 FLOPs forward.
+    s = 32768
+    full = AttnMask((Slice(0, s, 0, s, "full"),), s, s)
+    assert attention_flops(full.area, 64, 128, 1, "fwd") == 35_184_372_088_832
+    # At 50 ms that is 703.7 TFLOPs/s; over 8 ranks with the max time it is per GPU.
+    assert tflops_per_s(35_184_372_088_832, 0.05) == pytest.approx(703.687, rel=1e-5)
+    assert tflops_per_s(35_184_372_088_832, 0.05, world=8) == pytest.approx(87.961, rel=1e-4)
+
+
+def test_slice_types_by_hand():
+    # 3 rows x 5 cols: causal bottom-right -> rows see 3, 4, 5; inv_causal top-left -> 5, 4, 3;
+    # bi_causal band -> 3, 3, 3.
+    assert Slice(0, 3, 0, 5, "causal").area() == 12
+    assert Slice(0, 3, 0, 5, "inv_causal").area() == 12
+    assert Slice(0, 3, 0, 5, "bi_causal").area() == 9
+    # 5 rows x 3 cols causal: row i sees i - 1 keys, clipped to [0, 3] -> 0, 0, 1, 2, 3.
+    assert Slice(0, 5, 0, 3, "causal").area() == 6
+
+
+def test_overlapping_slices_rejected():
+    m = AttnMask((Slice(0, 4, 0, 4, "full"), Slice(0, 4, 0, 4, "causal")), 4, 4)
+    with pytest.raises(ValueError, match="overlap"):
+        _ = m.row_intervals
+
+
+@pytest.mark.parametrize(
+    ("text", "n"), [("4k", 4096), ("32K", 32768), ("1m", 1048576), ("4096", 4096), (1000, 1000)]
+)
+def test_parse_seqlen(text, n):
+    assert parse_seqlen(text) == n
+
+
+@pytest.mark.parametrize("text", ["abc", "4g", "", "-1", "0"])
+def test_parse_seqlen_rejects(text):
+    with pytest.raises(ConfigError, match="seqlen"):
+        parse_seqlen(text)
+
+
+def test_measure_counts_calls_and_quantiles():
+    calls = []
+    t = measure(lambda: calls.append(1), torch.device("cpu"), warmup=3, iters=7)
+    assert len(calls) == 1 + 3 + 7
+    assert len(t.times_ms) == 7
+    q = Timing((1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0))
+    assert (q.p20, q.p50, q.p80) == (3.0, 6.0, 9.0)
+
+
+def test_peak_table_specific_first():
+    assert peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.0
+    assert peak_tflops("Some CPU", "fp32") is None
+
+
+def _append_many(path: str, start: int) -> None:
+    store = ResultStore(path)
+    for i in range(start, start + 50):
+        store.append(Result(cell_id=f"c{i}", status="ok", metrics={"x": i, "pad": "y" * 5000}))
+
+
+def test_store_concurrent_appends_keep_every_row(tmp_path):
+    path = str(tmp_path / "r.jsonl")
+    procs = [mp.get_context("spawn").Process(target=_append_many, args=(path, k * 50)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    rows = ResultStore(path).rows()
+    assert sorted(r["cell_id"] for r in rows) == sorted(f"c{i}" for i in range(150))
+
+
+def test_store_skips_truncated_tail_and_resume_rules(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+    store.append(Result(cell_id="a", status="ok"))
+    store.append(Result(cell_id="b", status="error", reason="boom"))
+    store.append(Result(cell_id="c", status="unsupported", reason="no"))
+    with open(path, "a") as f:
+        f.write(json.dumps({"cell_id": "d", "status": "ok"})[:10])  # a row cut by a kill
+    assert [r["cell_id"] for r in store.rows()] == ["a", "b", "c"]
+    assert store.done("a", rerun_failed=False)
+    assert not store.done("b", rerun_failed=False)
+    assert store.done("c", rerun_failed=False)
+    assert not store.done("c", rerun_failed=True)
+    assert not store.done("d", rerun_failed=False)
