@@ -1,0 +1,27 @@
+"""`flash2`: FlashAttention-2 (flash-attn) flash_attn_func / flash_attn_varlen_func."""
+
+from __future__ import annotations
+
+import torch
+
+from lcab.kernels.base import register
+from lcab.kernels.flash_common import FlashKernel
+
+
+@register
+class Flash2(FlashKernel):
+    name = "flash2"
+    summary = "FlashAttention-2: causal flag + window_size; documents through cu_seqlens (varlen)"
+    packages = ("flash-attn",)
+    package_hint = "flash-attn"
+
+    def _functions(self):
+        from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+        return flash_attn_func, flash_attn_varlen_func
+
+    def _arch(self, device: torch.device) -> tuple[bool, str]:
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            return False, f"FlashAttention-2 needs Ampere sm80 or newer, this GPU is sm{major}{minor}"
+        return True, ""

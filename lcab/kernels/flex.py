@@ -1,0 +1,89 @@
+"""`flex`: torch's FlexAttention with a BlockMask built from the mask's slices (every pattern).
+
+On CUDA the kernel is torch.compile'd (KernelConfig.compile, default on); uncompiled flex is
+an unfused reference path that materialises the scores, fine for tests but not a benchmark.
+On CPU (torch 2.13, checked): flex has no backward at all, and the compiled CPU kernel does not
+return the LSE, so CPU always runs uncompiled and refuses inputs that require grad.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, Unsupported, register, scale
+from lcab.masks.slices import AttnMask
+
+_COMPILED = None
+
+
+def _compiled_flex():
+    """One compiled flex_attention for the process; it recompiles per shape and per mask_mod."""
+    global _COMPILED
+    if _COMPILED is None:
+        import torch._dynamo.config
+        import torch._functorch.config
+        from torch.nn.attention.flex_attention import flex_attention
+
+        # The harness times backward alone with retain_graph; donated buffers break that.
+        torch._functorch.config.donated_buffer = False
+        # Each (mask, seqlen) cell is one more recompile of the same code object. Past dynamo's
+        # limit (8) it would silently run the uncompiled, materialising flex: raise the limit
+        # and make reaching it an error instead of a silent substitute.
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 512)
+        if hasattr(cfg, "fail_on_recompile_limit_hit"):
+            cfg.fail_on_recompile_limit_hit = True
+        _COMPILED = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED
+
+
+@register
+class Flex(Kernel):
+    name = "flex"
+    summary = "torch FlexAttention + BlockMask (compiled on CUDA; CPU: uncompiled, forward only)"
+    packages = ("torch", "triton")
+    capabilities = Capabilities(
+        devices=("cpu", "cuda"),
+        dtypes=("bf16", "fp16", "fp32"),
+        mask_forms=("block_mask",),
+        gqa=True,
+        backward=True,  # CUDA only: on CPU the returned fn raises Unsupported for grad inputs
+        returns_lse=True,
+    )
+
+    def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
+        from torch.nn.attention.flex_attention import AuxRequest, flex_attention
+
+        from lcab.masks.flex import block_mask
+
+        device = torch.device(shape.device)
+        block = int(self.option("block_size", 128))
+        compiled = bool(self.option("compile", True)) and device.type == "cuda"
+        bm = block_mask(mask, block, device)
+        attend = _compiled_flex() if compiled else flex_attention
+        gqa = shape.heads_q != shape.heads_kv
+        sm_scale = scale(shape.head_dim)
+        on_cpu = device.type == "cpu"
+        aux = AuxRequest(lse=True)
+
+        def fn(q, k, v):
+            if on_cpu and (q.requires_grad or k.requires_grad or v.requires_grad):
+                if torch.is_grad_enabled():
+                    raise Unsupported(
+                        "flex has no backward on CPU (torch's FlexAttention is forward-only there)"
+                    )
+                # torch refuses grad-requiring inputs on CPU even under no_grad.
+                q, k, v = q.detach(), k.detach(), v.detach()
+            out, extra = attend(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                block_mask=bm,
+                scale=sm_scale,
+                enable_gqa=gqa,
+                return_aux=aux,
+            )
+            return out.transpose(1, 2), extra.lse
+
+        fn.notes = {"mask_form": "block_mask", "block_size": block, "compiled": compiled}
+        return fn
