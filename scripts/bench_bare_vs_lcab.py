@@ -114,10 +114,13 @@ def main() -> None:
     for kernel in args.kernels.split(","):
         for mask_name in args.masks.split(","):
             for mode in args.modes.split(","):
-                cfg = compose_config(
-                    [f"kernel={kernel}", f"mask={mask_name}", f"seqlen={args.seqlen}", f"bench.mode={mode}"]
-                    + [f"bench.iters={args.iters}", *args.extra]
-                )
+                point = [
+                    f"kernel={kernel}",
+                    f"mask={mask_name}",
+                    f"seqlen={args.seqlen}",
+                    f"bench.mode={mode}",
+                ]
+                cfg = compose_config([*point, f"bench.iters={args.iters}", *args.extra])
                 cell = plan_cell(cfg)
                 res = execute(cell)
                 store.append(res)
