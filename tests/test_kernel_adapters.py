@@ -87,10 +87,14 @@ def test_flex_backward_is_refused_on_cpu():
     mask = small_mask("causal", SEQLEN)
     fn = base.get("flex").configure(block_size=16).prepare(mask, SHAPE)
     q, k, v = (x.requires_grad_() for x in inputs(SHAPE, SEQLEN))
+    out, lse = fn(q, k, v)  # the forward runs on grad-requiring inputs (the harness's fwd mode)
+    ref_out, ref_lse = reference(q, k, v, mask.dense())
+    torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=2e-5)
     with pytest.raises(Unsupported, match="no backward on CPU"):
-        fn(q, k, v)
+        torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
     with torch.no_grad():
-        fn(q, k, v)  # forward alone still runs
+        fn(q, k, v)
 
 
 @pytest.mark.parametrize("name", GPU_KERNELS)

@@ -3,7 +3,7 @@
 On CUDA the kernel is torch.compile'd (KernelConfig.compile, default on); uncompiled flex is
 an unfused reference path that materialises the scores, fine for tests but not a benchmark.
 On CPU (torch 2.13, checked): flex has no backward at all, and the compiled CPU kernel does not
-return the LSE, so CPU always runs uncompiled and refuses inputs that require grad.
+return the LSE, so CPU always runs uncompiled, and a backward through it raises Unsupported.
 """
 
 from __future__ import annotations
@@ -37,6 +37,21 @@ def _compiled_flex():
     return _COMPILED
 
 
+class _ForwardOnly(torch.autograd.Function):
+    """CPU flex: torch refuses inputs that require grad, even under no_grad. Run the forward on
+    detached inputs and make a later backward say why it cannot run, so fwd cells still time."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, attention):
+        out, lse = attention(q.detach(), k.detach(), v.detach())
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        raise Unsupported("flex has no backward on CPU (torch's FlexAttention is forward-only there)")
+
+
 @register
 class Flex(Kernel):
     name = "flex"
@@ -47,7 +62,7 @@ class Flex(Kernel):
         dtypes=("bf16", "fp16", "fp32"),
         mask_forms=("block_mask",),
         gqa=True,
-        backward=True,  # CUDA only: on CPU the returned fn raises Unsupported for grad inputs
+        backward=True,  # CUDA only: on CPU a backward through fn raises Unsupported
         returns_lse=True,
     )
 
@@ -66,14 +81,7 @@ class Flex(Kernel):
         on_cpu = device.type == "cpu"
         aux = AuxRequest(lse=True)
 
-        def fn(q, k, v):
-            if on_cpu and (q.requires_grad or k.requires_grad or v.requires_grad):
-                if torch.is_grad_enabled():
-                    raise Unsupported(
-                        "flex has no backward on CPU (torch's FlexAttention is forward-only there)"
-                    )
-                # torch refuses grad-requiring inputs on CPU even under no_grad.
-                q, k, v = q.detach(), k.detach(), v.detach()
+        def attention(q, k, v):
             out, extra = attend(
                 q.transpose(1, 2),
                 k.transpose(1, 2),
@@ -84,6 +92,11 @@ class Flex(Kernel):
                 return_aux=aux,
             )
             return out.transpose(1, 2), extra.lse
+
+        def fn(q, k, v):
+            if on_cpu and (q.requires_grad or k.requires_grad or v.requires_grad):
+                return _ForwardOnly.apply(q, k, v, attention)
+            return attention(q, k, v)
 
         fn.notes = {"mask_form": "block_mask", "block_size": block, "compiled": compiled}
         return fn
