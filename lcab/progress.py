@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import Any
 
@@ -20,18 +21,29 @@ def sweep_size(overrides: list[str]) -> int:
     return max(1, math.prod(sizes)) if sizes else 1
 
 
+def _rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def running(label: str) -> None:
+    """Shows the cell now running on the bar."""
+    prog = STATE["progress"]
+    if prog is not None:
+        prog.update(STATE["task"], description=f"{STATE['done'] + 1}/{STATE['total']} {label}")
+
+
 def record(label: str, status: str, line: str) -> None:
     STATE["done"] += 1
     STATE["rows"].append((label, status, line))
     prog = STATE["progress"]
     if prog is not None:
-        prog.update(STATE["task"], advance=1, description=label)
+        prog.update(STATE["task"], advance=1)
 
 
 class SweepProgress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         STATE.update(total=sweep_size(list(config.hydra.overrides.task)), done=0, rows=[])
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and _rank0():
             from rich.progress import Progress
 
             prog = Progress(transient=False)
@@ -43,6 +55,11 @@ class SweepProgress(Callback):
         if STATE["progress"] is not None:
             STATE["progress"].stop()
             STATE["progress"] = None
+        if not _rank0():
+            return
+        if not STATE["rows"]:
+            # Jobs ran elsewhere (submitit/Slurm): the rows this sweep wrote are in its store.
+            STATE["rows"] = _rows_from_store(config)
         if not STATE["rows"]:
             return
         counts: dict[str, int] = {}
@@ -53,3 +70,20 @@ class SweepProgress(Callback):
         )
         for _, _, line in STATE["rows"]:
             print("  " + line)
+
+
+def _rows_from_store(config: DictConfig) -> list[tuple[str, str, str]]:
+    from lcab.plan import Cell
+    from lcab.results.console import cell_line
+    from lcab.results.schema import Result
+    from lcab.results.store import ResultStore
+
+    sweep_dir = str(config.hydra.sweep.dir)
+    store = ResultStore(config.get("store") or os.path.join(sweep_dir, "results.jsonl"))
+    out = []
+    for row in store.rows():
+        if row.get("sweep") != sweep_dir or "kernel" not in row.get("config", {}):
+            continue
+        label = Cell(config=row["config"], cell_id=row["cell_id"]).label
+        out.append((label, row["status"], cell_line(label, Result.from_dict(row))))
+    return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -12,13 +14,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from lcab import progress
 from lcab.config import ConfigError, register_configs
-from lcab.launch import run_cell
-from lcab.plan import plan_cell
+from lcab.execute import now
+from lcab.launch import run_cell, slurm, torchrun
+from lcab.launch.isolate import Deadline, run_with_timeout
+from lcab.launch.signals import Interrupted, interruptible
+from lcab.plan import Cell, plan_cell, world_size
 from lcab.results.console import cell_line
 from lcab.results.schema import Result, Status
 from lcab.results.store import ResultStore
 
 register_configs()
+slurm.register_resolvers()
 
 
 def _dirs() -> tuple[bool, str, str]:
@@ -33,11 +39,77 @@ def _is_writer() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _in_distributed_job(cfg: DictConfig) -> bool:
+    return cfg.cluster.name in ("torchrun", "slurm") or torchrun.under_torchrun()
+
+
+def _quiet_non_writer() -> None:
+    """Slurm tasks of one cell share rank 0's output dir; only rank 0 keeps Hydra's log file."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+
+
+def _run(cfg: DictConfig, cell: Cell, store: ResultStore, sweep_dir: str) -> Result | None:
+    """Runs the cell under the stop signals and the per-cell limit; None on ranks > 0."""
+    started = now()
+
+    def record_stop(reason: str) -> None:
+        if _is_writer():
+            store.append(
+                Result(
+                    cell_id=cell.cell_id,
+                    status=Status.INTERRUPTED.value,
+                    reason=reason,
+                    config=cell.config,
+                    sweep=sweep_dir,
+                    started_at=started,
+                    finished_at=now(),
+                )
+            )
+            print(f"[INT] {cell.label}  {reason}", file=sys.stderr, flush=True)
+
+    def record_timeout() -> None:
+        reason = f"timeout after {timeout_s:g} s (the distributed job ends; rerun to resume)"
+        if _is_writer():
+            store.append(
+                Result(
+                    cell_id=cell.cell_id,
+                    status=Status.ERROR.value,
+                    reason=reason,
+                    config=cell.config,
+                    sweep=sweep_dir,
+                    started_at=started,
+                    finished_at=now(),
+                )
+            )
+        print(f"lcab: {cell.label}: {reason}", file=sys.stderr, flush=True)
+
+    timeout_s = float(cfg.bench.timeout_s)
+    progress.running(cell.label)
+    try:
+        with interruptible(lambda signum: record_stop(f"{signal.Signals(signum).name} during the cell")):
+            if timeout_s <= 0:
+                return run_cell(cell)
+            if _in_distributed_job(cfg):
+                with Deadline(timeout_s, record_timeout):
+                    return run_cell(cell)
+            return run_with_timeout(cell, timeout_s)
+    except Interrupted as exc:
+        progress.record(cell.label, Status.INTERRUPTED.value, f"[INT] {cell.label}  {exc}")
+        exc.forward()
+        raise
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     multirun, sweep_dir, out_dir = _dirs()
     store = ResultStore(cfg.store or os.path.join(sweep_dir, "results.jsonl"))
     try:
+        if cfg.cluster.name == "slurm":
+            slurm.export_env(world_size(cfg))
         cell = plan_cell(cfg)
     except ConfigError as exc:
         print(f"lcab: {exc}", file=sys.stderr)
@@ -50,12 +122,14 @@ def main(cfg: DictConfig) -> None:
             sys.exit(2)
         progress.record("invalid config", Status.ERROR.value, f"[ERR] {exc}")
         return
+    if not _is_writer():
+        _quiet_non_writer()
     if cfg.resume and store.done(cell.cell_id, cfg.rerun_failed):
         line = f"[skip] {cell.label}  already in {store.path}"
         print(line)
         progress.record(cell.label, "skipped", line)
         return
-    result = run_cell(cell)
+    result = _run(cfg, cell, store, sweep_dir)
     if result is None:  # a non-zero rank under torchrun
         return
     result.sweep = sweep_dir
@@ -70,5 +144,10 @@ def main(cfg: DictConfig) -> None:
         progress.record(cell.label, result.status, line)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    sys.argv[1:] = torchrun.adapt_argv(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()
