@@ -160,3 +160,13 @@ def test_full_and_causal_from_rows():
     assert not is_full(build(MaskConfig(name="causal"), 7)) and not is_causal(
         build(MaskConfig(name="full"), 7)
     )
+
+
+def test_slice_area_closed_form():
+    from lcab.masks import Slice, SliceType
+
+    for m, n in itertools.product(range(1, 9), repeat=2):
+        for t in SliceType:
+            sl = Slice(2, 2 + m, 1, 1 + n, t)
+            lo, hi = sl.row_bounds()
+            assert sl.area() == int((hi - lo).sum()), (m, n, t)
