@@ -26,13 +26,20 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+# How allocators say "out of memory": CUDA's caching allocator, and torch's CPU allocator
+# ("DefaultCPUAllocator: can't allocate memory: ... Error code 12", "not enough memory").
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
 def classify(exc: BaseException) -> tuple[Status, str]:
     """Map an exception from a cell to its recorded status and a one-line reason."""
     if isinstance(exc, Unsupported):
         return Status.UNSUPPORTED, str(exc)
     if isinstance(exc, Unavailable):
         return Status.UNAVAILABLE, str(exc)
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
+        m in str(exc).lower() for m in _OOM_TEXT
+    ):
         return Status.OOM, str(exc).splitlines()[0][:300] if str(exc) else "out of memory"
     if isinstance(exc, ConfigError):
         return Status.ERROR, str(exc)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from lcab import progress
 from lcab.config import ConfigError, register_configs
 from lcab.execute import now
-from lcab.launch import run_cell, slurm, torchrun
+from lcab.launch import resolvers, run_cell, slurm, torchrun
 from lcab.launch.isolate import Deadline, run_with_timeout
 from lcab.launch.signals import Interrupted, interruptible
 from lcab.plan import Cell, plan_cell, world_size
@@ -24,7 +24,7 @@ from lcab.results.schema import Result, Status
 from lcab.results.store import ResultStore
 
 register_configs()
-slurm.register_resolvers()
+resolvers.register()
 
 
 def _dirs() -> tuple[bool, str, str]:
