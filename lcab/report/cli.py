@@ -62,7 +62,7 @@ def render(
 ) -> Report:
     """Read the stores under `paths`, write tables, figures, index.md and index.html under `out`."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
     _clean(out)
     sources = list(paths) or (list(compare) if compare else [])
     stores = find_stores(sources)
@@ -89,7 +89,7 @@ def render(
         tables=[*kern, *cp],
         table_files=files,
         figures=figs,
-        commands=sweep_commands(df),
+        commands=sweep_commands(everything),
         compare=_compare(*compare, out) if compare else None,
         generated={
             "command": shlex.join(["python", "-m", "lcab.report", *(argv if argv is not None else sources)]),

@@ -68,6 +68,12 @@ def _value(v: object) -> str:
 def _shape_override(shape: dict, device_type: str) -> list[tuple[str, str]]:
     if not shape:
         return []
+    if "preset" in shape:  # not resolved (a config that failed its checks): overrides as given
+        default = asdict(schema.ShapeConfig())
+        out = [("shape", str(shape["preset"]))] if shape["preset"] != default["preset"] else []
+        return out + [
+            (f"shape.{k}", _value(v)) for k, v in shape.items() if k != "preset" and default.get(k) != v
+        ]
     auto = "paper" if device_type == "cuda" else "small"
     for preset in (auto, *[p for p in schema.SHAPE_PRESETS if p != auto]):
         hq, hkv, d, dt = schema.SHAPE_PRESETS[preset]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -61,7 +62,7 @@ def _grid(n: int, ncols: int = 3, w: float = 5.6, h: float = 3.8):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(w * ncols, h * nrows + 1.6), squeeze=False, layout="constrained"
+        nrows, ncols, figsize=(max(w * ncols, 8.5), h * nrows + 1.6), squeeze=False, layout="constrained"
     )
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -82,8 +83,12 @@ def _finish(fig, title: str, subtitle: str, legend: tuple | None = None, note: s
     fig.suptitle(f"{title}\n{subtitle}", fontsize=14)
     if legend:
         handles, labels = legend
-        fig.legend(handles, labels, loc="outside right upper", frameon=False)
-    if note:
+        ncol = max(1, min(len(labels), 5, int(fig.get_figwidth() // 2.6)))
+        leg = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
+        if note:
+            leg.set_title(note, prop={"size": 9})
+            leg.get_title().set_color("0.3")
+    elif note:
         fig.supxlabel(note, fontsize=9, color="0.3")
 
 
@@ -99,10 +104,11 @@ def _mark_of(r: pd.Series) -> str:
 
 
 def _draw_marks(ax, marks: list[tuple[float, str, tuple]], ymax: float) -> None:
+    box = {"boxstyle": "round,pad=0.2", "fc": "white", "lw": 0.8}
     for x, text, color in marks:
         ax.text(
             x,
-            ymax * 0.015,
+            ymax * 0.02,
             text,
             ha="center",
             va="bottom",
@@ -110,6 +116,7 @@ def _draw_marks(ax, marks: list[tuple[float, str, tuple]], ymax: float) -> None:
             fontweight="bold",
             color=color,
             rotation=90 if len(text) > 1 else 0,
+            bbox={**box, "ec": color},
         )
 
 
@@ -338,15 +345,21 @@ def _metric(r: pd.Series, key: str) -> object:
     return m.get(key)
 
 
-def _largest_world(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def _rank_ticks(n: int) -> np.ndarray:
+    return np.arange(0, n, max(1, math.ceil(n / 16)))
+
+
+def _widest_world(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows carrying all `keys` lists at the world where most strategies have them (the largest on ties)."""
     ok = rows[rows.apply(lambda r: all(_is_list(_metric(r, k)) for k in keys), axis=1)]
     if ok.empty:
         return ok
-    return ok[ok["world"] == ok["world"].max()]
+    n = ok.groupby("world")["strategy"].nunique()
+    return ok[ok["world"] == max(n[n == n.max()].index)]
 
 
 def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
-    """Per-rank compute vs exposed communication (stacked), at the largest world, per mask."""
+    """Per-rank compute vs exposed communication (stacked), per mask, at the world most strategies reached."""
     rows = _cp_rows(df)
     keys = ["rank_compute_ms", "rank_comm_exposed_ms"]
     if rows.empty:
@@ -354,7 +367,7 @@ def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
     made: list[Figure | Skip] = []
     multi = rows["setup"].nunique() > 1
     for (setup, mode, mask), grp in rows.groupby(["setup", "mode", "mask_label"], sort=False):
-        at = _largest_world(grp, keys)
+        at = _widest_world(grp, keys)
         if at.empty:
             made.append(Skip("cp_ranks", f"{mask}, {mode}: no CP row carries per-rank {' and '.join(keys)}"))
             continue
@@ -362,6 +375,7 @@ def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
         strategies = list(dict.fromkeys(at["strategy"]))
         with plt.rc_context(STYLE):
             fig, axes = _grid(len(strategies), ncols=2, w=6.4, h=3.6)
+            top = 0.0
             for ax, strat in zip(axes, strategies, strict=True):
                 r = at[at["strategy"] == strat].iloc[-1]
                 comp = np.asarray(_metric(r, keys[0]), dtype=float)
@@ -369,13 +383,17 @@ def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
                 ranks = np.arange(len(comp))
                 ax.bar(ranks, comp, color="tab:blue", label="compute")
                 ax.bar(ranks, comm, bottom=comp, color="tab:orange", label="exposed communication")
+                top = max(top, float((comp + comm).max()))
                 total = _metric(r, "rank_time_ms")
                 if _is_list(total):
                     ax.scatter(ranks, total, marker="_", s=160, color="black", zorder=3, label="rank time")
+                    top = max(top, float(np.max(total)))
                 ax.set_title(f"{strat}  [{r['status']}]" if r["status"] != "ok" else strat)
                 ax.set_xlabel("rank")
                 ax.set_ylabel("time per rank (ms)")
-                ax.set_xticks(ranks if len(ranks) <= 16 else ranks[:: max(1, len(ranks) // 16)])
+                ax.set_xticks(_rank_ticks(len(ranks)))
+            for ax in axes:  # one scale, so strategies compare at a glance
+                ax.set_ylim(0, top * 1.05)
             handles, labels = axes[0].get_legend_handles_labels()
             title = f"Per-rank compute vs exposed communication ({mask}, {mode}, {world} GPUs)"
             _finish(fig, title, setup, (handles, labels))
@@ -396,7 +414,7 @@ def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
 
 
 def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
-    """Per-rank mask area relative to the mean (1 = balanced), per strategy, at the largest world."""
+    """Per-rank mask area relative to the mean (1 = balanced), per strategy, at the world most strategies reached."""
     rows = _cp_rows(df)
     if rows.empty:
         return [Skip("cp_area", "no CP rows (cp != none): no per-rank area to draw")]
@@ -406,7 +424,7 @@ def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
     for (setup, mode), grp in rows.groupby(["setup", "mode"], sort=False):
         panels = []
         for mask, g in grp.groupby("mask_label", sort=False):
-            at = _largest_world(g, ["rank_area"])
+            at = _widest_world(g, ["rank_area"])
             if not at.empty:
                 panels.append((mask, at))
         if not panels:
@@ -418,6 +436,7 @@ def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
             for ax, (mask, at) in zip(axes, panels, strict=True):
                 here = list(dict.fromkeys(at["strategy"]))
                 width = 0.8 / len(here)
+                top = 1.0
                 for k, strat in enumerate(here):
                     r = at[at["strategy"] == strat].iloc[-1]
                     area = np.asarray(_metric(r, "rank_area"), dtype=float)
@@ -425,6 +444,7 @@ def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
                     imb = _metric(r, "area_imbalance")
                     imb = float(imb) if isinstance(imb, (int, float)) else float(rel.max())
                     off = (k - (len(here) - 1) / 2) * width
+                    top = max(top, float(rel.max()))
                     ax.bar(
                         np.arange(len(rel)) + off,
                         rel,
@@ -434,10 +454,18 @@ def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
                     )
                 ax.axhline(1.0, color="black", lw=1, ls="--")
                 world = int(at["world"].iloc[0])
+                ax.set_ylim(0, top * 1.4)  # headroom for the legend of imbalances
                 ax.set_title(f"{mask}, {world} GPUs")
                 ax.set_xlabel("rank")
                 ax.set_ylabel("area / mean area")
-                ax.legend(title="strategy (imbalance)", fontsize=8, title_fontsize=8, loc="lower right")
+                ax.set_xticks(_rank_ticks(world))
+                ax.legend(
+                    title="imbalance (max / mean)",
+                    fontsize=8,
+                    title_fontsize=8,
+                    loc="upper center",
+                    ncol=min(3, len(here)),
+                )
             handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in strategies]
             title = f"Per-rank attention area, relative to the mean ({mode})"
             _finish(
@@ -456,7 +484,7 @@ def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
                 f"{title} — {setup}",
                 png,
                 svg,
-                "Visible (q, k) pairs each rank computes, divided by the mean over ranks, at the largest world.",
+                "Visible (q, k) pairs each rank computes, divided by the mean over ranks (at the world most strategies reached).",
             )
         )
     return made
@@ -474,15 +502,26 @@ def compare(long: pd.DataFrame, out: Path, name_a: str, name_b: str) -> list[Fig
         kernels = list(dict.fromkeys(grp["kernel"]))
         with plt.rc_context(STYLE):
             fig, axes = _grid(len(masks))
-            width = 0.8 / len(kernels)
+            width = min(0.8 / len(kernels), 0.4)
             for ax, mask in zip(axes, masks, strict=True):
                 sub = grp[grp["mask"] == mask]
                 seqlens = sorted(sub["seqlen"].astype(int).unique())
                 for k, kernel in enumerate(kernels):
                     ks = sub[sub["kernel"] == kernel]
                     xs = [seqlens.index(int(s)) + (k - (len(kernels) - 1) / 2) * width for s in ks["seqlen"]]
-                    ax.bar(xs, ks["B/A"].astype(float), width=width * 0.95, color=colors[kernel])
-                ax.axhline(1.0, color="black", lw=1, ls="--")
+                    ratio = ks["B/A"].astype(float).to_numpy()
+                    # Bars grow from 1 (parity), up when B is faster, down when slower.
+                    ax.bar(xs, ratio - 1, bottom=1, width=width * 0.95, color=colors[kernel])
+                ax.axhline(1.0, color="black", lw=1)
+                r = sub["B/A"].astype(float)
+                if max(r.max(), 1) / min(r.min(), 1) > 4:
+                    ax.set_yscale("log", base=2)
+                    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+                    lo, hi = min(r.min(), 1) / 1.5, max(r.max(), 1) * 1.5
+                else:
+                    lo, hi = min(r.min(), 1) - 0.1, max(r.max(), 1) + 0.1
+                ax.set_ylim(max(lo, 0) if ax.get_yscale() == "linear" else lo, hi)
+                ax.set_xlim(-0.5, len(seqlens) - 0.5)
                 ax.set_xticks(range(len(seqlens)), [seqlen_text(s) for s in seqlens])
                 ax.set_title(mask)
                 ax.set_xlabel("sequence length (tokens)")

@@ -36,6 +36,8 @@ def environments(df: pd.DataFrame) -> list[dict]:
     seen: dict[str, dict] = {}
     for _, r in df.iterrows():
         env = r["env"] if isinstance(r["env"], dict) else {}
+        if not env:
+            continue  # an invalid config fails before the environment is read
         entry = {k: env.get(k) for k in keys}
         entry["packages"] = env.get("kernel_packages") or {}
         key = json.dumps(entry, sort_keys=True, default=str)
@@ -60,6 +62,19 @@ def _status_counts(df: pd.DataFrame) -> str:
     return ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
 
 
+def not_run(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(status, cell, reason) of every row without a number, so each mark in a table has its why."""
+    out = []
+    for _, r in df[df["status"] != "ok"].iterrows():
+        if r["cell_id"] == "invalid-config":
+            cell = "invalid config"
+        else:
+            cp = "" if r["cp"] == "none" else f" {r['cp']}/{r['shard']} x{r['world']}"
+            cell = f"{r['kernel']}{cp} {r['mask']} S={r['seqlen']} {r['mode']} ({r['device']})"
+        out.append((str(r["status"]), cell, str(r["reason"])))
+    return out
+
+
 def _sections(rep: Report) -> list[tuple[str, list[Table]]]:
     kern = [t for t in rep.tables if t.kind == "kernel"]
     cp = [t for t in rep.tables if t.kind == "cp"]
@@ -71,7 +86,7 @@ def write_markdown(rep: Report) -> Path:
     md = ["# lcab report", ""]
     md.append(
         f"{len(rep.rows)} cells from {rep.rows_read} rows in {len(rep.stores)} store(s) "
-        f"({_status_counts(rep.rows)}); newest row per cell id."
+        f"({_status_counts(rep.rows)}); newest row per cell id and device."
     )
     if rep.hidden:
         md.append(f"{rep.hidden} older row(s) of the same table cell (other settings) are not shown.")
@@ -99,6 +114,10 @@ def write_markdown(rep: Report) -> Path:
         for t in tables:
             csv, _ = rep.table_files[t.name]
             md += [f"### {t.title}", "", t.markdown(), "", f"CSV: [{_rel(csv, out)}]({_rel(csv, out)})", ""]
+    failed = not_run(rep.rows)
+    if failed:
+        md += ["## Cells without a number", "", "| status | cell | reason |", "|---|---|---|"]
+        md += [f"| {st} | {c} | {why.replace('|', '/')} |" for st, c, why in failed] + [""]
     md += ["## Figures", ""]
     for f in rep.figures:
         if isinstance(f, Figure):
@@ -168,7 +187,7 @@ def write_html(rep: Report) -> Path:
     h += [f"<style>{CSS}</style></head><body>", "<h1>lcab report</h1>"]
     h.append(
         f"<p>{len(rep.rows)} cells from {rep.rows_read} rows in {len(rep.stores)} store(s) "
-        f"({e(_status_counts(rep.rows))}); newest row per cell id."
+        f"({e(_status_counts(rep.rows))}); newest row per cell id and device."
         + (
             f" {rep.hidden} older row(s) of the same table cell (other settings) are not shown."
             if rep.hidden
@@ -207,6 +226,14 @@ def write_html(rep: Report) -> Path:
             h.append(
                 f"<p class='small'><a href='{e(_rel(csv, out))}'>CSV</a> · <a href='{e(_rel(md, out))}'>markdown</a></p>"
             )
+    failed = not_run(rep.rows)
+    if failed:
+        h.append("<h2>Cells without a number</h2><table><tr><th>status</th><th>cell</th><th>reason</th></tr>")
+        h += [
+            f"<tr><td>{e(st)}</td><td class='label'>{e(c)}</td><td>{e(why)}</td></tr>"
+            for st, c, why in failed
+        ]
+        h.append("</table>")
     h.append("<h2>Figures</h2>")
     for f in rep.figures:
         if isinstance(f, Figure):

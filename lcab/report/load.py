@@ -154,7 +154,7 @@ def flat_row(row: dict, source: str, order: int) -> dict:
 
 
 def load(paths: Iterable[str | Path], dedup: bool = True) -> pd.DataFrame:
-    """Rows of every store under `paths`; with dedup, the newest row per cell_id.
+    """Rows of every store under `paths`; with dedup, the newest row per cell_id (and device).
 
     Newest = latest finished_at; ties (and rows without a time) are broken by file order:
     later file given, later line wins, which is also what an append-only store means.
@@ -176,8 +176,13 @@ def load(paths: Iterable[str | Path], dedup: bool = True) -> pd.DataFrame:
 
 
 def dedup_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Newest row per cell id and device.
+
+    The cell id hashes what is measured, not where: the same sweep on an H100 and an H200 gives
+    the same ids, and those are two measurements, not an old and a new one.
+    """
     ordered = df.sort_values(["finished", "order"], na_position="first", kind="stable")
-    return ordered.drop_duplicates("cell_id", keep="last").sort_values("order", kind="stable")
+    return ordered.drop_duplicates(["cell_id", "device"], keep="last").sort_values("order", kind="stable")
 
 
 def measurable(df: pd.DataFrame) -> pd.DataFrame:
