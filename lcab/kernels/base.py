@@ -19,6 +19,11 @@ import torch
 from lcab.masks.slices import AttnMask
 
 AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+# Per-step functions for context parallelism (no autograd): forward (q, k, v) -> (out, lse), and
+# a FlashAttention-style backward (dout, q, k, v, out, lse) -> (dq, dk, dv) that takes the GLOBAL
+# out and lse, so a ring can sum one step's dq/dk/dv into gradients of the whole attention.
+StepFwd = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+StepBwd = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class Unsupported(Exception):
@@ -86,6 +91,11 @@ class Kernel:
         """Build everything mask-dependent (outside timing) and return (q, k, v) -> (out, lse)."""
         raise NotImplementedError
 
+    def step_fns(self, mask: AttnMask, shape: ShapeSpec) -> StepFns:
+        """Per-step (fwd, bwd) for CP strategies; kernels that return an LSE and expose a step
+        backward override this. Rows of `mask` with no visible key must give out 0, lse -inf."""
+        raise Unsupported(f"{self.name} returns no LSE / has no step backward (needed under CP)")
+
     def versions(self) -> dict[str, str]:
         out = {}
         for pkg in self.packages:
@@ -94,6 +104,13 @@ class Kernel:
             except importlib.metadata.PackageNotFoundError:
                 out[pkg] = "absent"
         return out
+
+
+@dataclass(frozen=True)
+class StepFns:
+    fwd: StepFwd
+    bwd: StepBwd
+    form: str = ""  # how the step's mask reached the kernel, for the record
 
 
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, Unsupported, scale
+from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, StepFns, Unsupported, scale
 from lcab.masks.forms import is_causal, is_full
 from lcab.masks.slices import AttnMask
 
@@ -58,6 +58,9 @@ class SdpaKernel(Kernel):
         fn.notes = {"mask_form": form, "gqa": "native" if gqa else "replicated_kv"}
         return fn
 
+    def step_fns(self, mask: AttnMask, shape: ShapeSpec) -> StepFns:
+        return sdpa_step_fns(self, mask, shape)
+
     @staticmethod
     def _gqa_native(shape: ShapeSpec, kwargs: dict, backends: list) -> bool:
         """Whether the pinned backend takes enable_gqa; probed on a tiny input, outside timing."""
@@ -79,3 +82,206 @@ def sdpa_capabilities(devices: tuple[str, ...], dtypes: tuple[str, ...], dense: 
     return Capabilities(
         devices=devices, dtypes=dtypes, mask_forms=forms, gqa=True, backward=True, returns_lse=False
     )
+
+
+# --- Per-step functions for CP (Kernel.step_fns) --------------------------------------------
+# The private aten ops behind SDPA return the LSE and have a backward that takes out and lse,
+# which is what a ring needs. Schemas checked against torch 2.13 (torch.ops.aten.<op>.default).
+# The CUDA variants are written from those schemas and are exercised only on a GPU.
+
+
+def _empty_rows(mask: AttnMask) -> torch.Tensor | None:
+    widths = (mask.row_intervals.hi - mask.row_intervals.lo).sum(axis=1)
+    empty = widths == 0
+    return torch.from_numpy(empty) if empty.any() else None
+
+
+def _fix_empty(out: torch.Tensor, lse: torch.Tensor, empty: torch.Tensor | None):
+    """Kernels give lse 0 (or nan) on rows that see no key; lcab's contract is out 0, lse -inf."""
+    if empty is None:
+        return out, lse
+    e = empty.to(out.device)
+    out = out.masked_fill(e[None, :, None, None], 0)
+    lse = lse.masked_fill(e[None, None, :], float("-inf"))
+    return out, lse
+
+
+def _finite(lse: torch.Tensor) -> torch.Tensor:
+    """Rows without a visible key have lse -inf; the ops would turn exp(s - lse) into nan there.
+    Such a row is empty in every step, so any finite value gives its zero gradient."""
+    return torch.where(torch.isinf(lse), 0, lse)
+
+
+def _rep_kv(k: torch.Tensor, v: torch.Tensor, hq: int):
+    rep = hq // k.shape[2]
+    if rep == 1:
+        return k, v, 1
+    return k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2), rep
+
+
+def _sum_rep(dk: torch.Tensor, dv: torch.Tensor, rep: int):
+    if rep == 1:
+        return dk, dv
+    b, s, h, d = dk.shape
+    return dk.view(b, s, h // rep, rep, d).sum(3), dv.view(b, s, h // rep, rep, d).sum(3)
+
+
+def sdpa_step_fns(kernel: SdpaKernel, mask: AttnMask, shape: ShapeSpec) -> StepFns:
+    from lcab.kernels.torch_eager import eager_step_fns
+
+    backend = kernel.backend
+    dev = shape.device.type
+    if backend == SDPBackend.MATH:
+        # The math backend is the eager formula; its private op returns probabilities, not an
+        # LSE, so the step uses lcab's exact eager formula (same math, fp32 accumulation).
+        return eager_step_fns(mask, shape, form="dense (math formula)")
+    square = mask.seqlen_q == mask.seqlen_k
+    full, causal = is_full(mask), square and is_causal(mask)
+    dense_ok = kernel.takes_dense_mask or (dev == "cpu" and backend is None)
+    if not (full or causal or dense_ok):
+        raise Unsupported(f"{kernel.name} cannot express a CP step mask that is neither full nor causal")
+    sc = scale(shape.head_dim)
+    empty = _empty_rows(mask)
+
+    def bias(dtype):
+        if full or causal:
+            return None
+        return torch.zeros(mask.seqlen_q, mask.seqlen_k, dtype=dtype, device=shape.device).masked_fill(
+            ~mask.dense(shape.device), float("-inf")
+        )
+
+    form = "none" if full else ("is_causal" if causal else "dense")
+    if dev == "cpu":
+        if backend not in (None, SDPBackend.FLASH_ATTENTION):
+            raise Unsupported(f"{kernel.name} has no CPU step op")
+        b = bias(shape.dtype)
+        fwd_op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+        bwd_op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
+
+        def fwd(q, k, v):
+            k, v, _ = _rep_kv(k, v, q.shape[2])
+            o, lse = fwd_op(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0, causal, attn_mask=b, scale=sc
+            )
+            return _fix_empty(o.transpose(1, 2), lse if lse.dtype == torch.float64 else lse.float(), empty)
+
+        def bwd(dout, q, k, v, out, lse):
+            k, v, rep = _rep_kv(k, v, q.shape[2])
+            t = [x.transpose(1, 2) for x in (dout, q, k, v, out)]
+            lse = _finite(lse.to(q.dtype if q.dtype == torch.float64 else torch.float32)).contiguous()
+            dq, dk, dv = bwd_op(*t, lse, 0.0, causal, attn_mask=b, scale=sc)
+            dk, dv = _sum_rep(dk.transpose(1, 2), dv.transpose(1, 2), rep)
+            return dq.transpose(1, 2), dk, dv
+
+        return StepFns(fwd, bwd, form)
+    return _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc)
+
+
+def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> StepFns:
+    backend = kernel.backend
+    if backend is None:
+        backend = SDPBackend.FLASH_ATTENTION if (full or causal) else SDPBackend.EFFICIENT_ATTENTION
+    aten = torch.ops.aten
+    sq, sk = mask.seqlen_q, mask.seqlen_k
+    state: dict = {}
+
+    def heads_first(*xs):
+        return [x.transpose(1, 2) for x in xs]
+
+    if backend == SDPBackend.FLASH_ATTENTION:
+        if not (full or causal):
+            raise Unsupported(f"{kernel.name} (flash) takes only full or causal step masks")
+
+        def fwd(q, k, v):
+            k, v, _ = _rep_kv(k, v, q.shape[2])
+            r = aten._scaled_dot_product_flash_attention.default(
+                *heads_first(q, k, v), 0.0, causal, False, scale=sc
+            )
+            state["rng"] = (r[6], r[7])
+            return _fix_empty(r[0].transpose(1, 2), r[1].float(), empty)
+
+        def bwd(dout, q, k, v, out, lse):
+            k, v, rep = _rep_kv(k, v, q.shape[2])
+            seed, off = state.get("rng", (torch.empty(0, device=q.device), torch.empty(0, device=q.device)))
+            e = torch.empty(0, device=q.device)
+            dq, dk, dv = aten._scaled_dot_product_flash_attention_backward.default(
+                *heads_first(dout, q, k, v, out),
+                _finite(lse.float()).contiguous(),
+                e,
+                e,
+                sq,
+                sk,
+                0.0,
+                causal,
+                seed,
+                off,
+                scale=sc,
+            )
+            dk, dv = _sum_rep(dk.transpose(1, 2), dv.transpose(1, 2), rep)
+            return dq.transpose(1, 2), dk, dv
+
+        return StepFns(fwd, bwd, form)
+    if backend == SDPBackend.EFFICIENT_ATTENTION:
+        b = bias(shape.dtype)
+
+        def fwd(q, k, v):
+            k, v, _ = _rep_kv(k, v, q.shape[2])
+            bb = None if b is None else b.expand(q.shape[0], q.shape[2], sq, sk)
+            o, lse, seed, off = aten._scaled_dot_product_efficient_attention.default(
+                *heads_first(q, k, v), bb, True, 0.0, causal, scale=sc
+            )
+            state["rng"] = (seed, off)
+            return _fix_empty(o.transpose(1, 2), lse[..., :sq].float(), empty)
+
+        def bwd(dout, q, k, v, out, lse):
+            k, v, rep = _rep_kv(k, v, q.shape[2])
+            seed, off = state["rng"]
+            bb = (
+                b.expand(q.shape[0], q.shape[2], sq, sk) if b is not None else torch.empty(0, device=q.device)
+            )
+            pad = (-sq) % 32
+            lse = torch.nn.functional.pad(_finite(lse.float()), (0, pad)).contiguous()
+            dq, dk, dv, _ = aten._scaled_dot_product_efficient_attention_backward.default(
+                *heads_first(dout, q, k, v),
+                bb,
+                out.transpose(1, 2),
+                lse,
+                seed,
+                off,
+                0.0,
+                [True, True, True, False],
+                causal,
+                scale=sc,
+            )
+            dk, dv = _sum_rep(dk.transpose(1, 2), dv.transpose(1, 2), rep)
+            return dq.transpose(1, 2), dk, dv
+
+        return StepFns(fwd, bwd, form)
+    if backend == SDPBackend.CUDNN_ATTENTION:
+        if not (full or causal):
+            raise Unsupported(f"{kernel.name} takes only full or causal step masks")
+
+        def fwd(q, k, v):
+            k, v, _ = _rep_kv(k, v, q.shape[2])
+            r = aten._scaled_dot_product_cudnn_attention.default(
+                *heads_first(q, k, v), None, True, 0.0, causal, False, scale=sc
+            )
+            state["rng"] = (r[6], r[7])
+            state["lse_shape"] = r[1].shape
+            return _fix_empty(
+                r[0].transpose(1, 2), r[1].reshape(r[1].shape[0], r[1].shape[1], sq).float(), empty
+            )
+
+        def bwd(dout, q, k, v, out, lse):
+            k, v, rep = _rep_kv(k, v, q.shape[2])
+            seed, off = state["rng"]
+            e = torch.empty(0, device=q.device)
+            lse = _finite(lse.float()).reshape(state["lse_shape"]).contiguous()
+            dq, dk, dv = aten._scaled_dot_product_cudnn_attention_backward.default(
+                *heads_first(dout, q, k, v, out), lse, seed, off, e, e, e, sq, sk, 0.0, causal, scale=sc
+            )
+            dk, dv = _sum_rep(dk.transpose(1, 2), dv.transpose(1, 2), rep)
+            return dq.transpose(1, 2), dk, dv
+
+        return StepFns(fwd, bwd, form)
+    raise Unsupported(f"{kernel.name} has no step op for backend {backend}")

@@ -1,0 +1,1 @@
+"""Context-parallel strategies (one per file), their sharding, communication and LSE merge."""

@@ -1,0 +1,35 @@
+"""Merging partial attention results by their log-sum-exp, in fp32 (fp64 for fp64 inputs).
+
+Two partial results over disjoint key sets, (o1, l1) and (o2, l2), combine as
+l = log(e^l1 + e^l2), o = e^(l1 - l) o1 + e^(l2 - l) o2. Rows where both are empty keep
+out 0, lse -inf. Doing this in the input dtype (bf16) is a known source of ring drift.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+class LseAccumulator:
+    """Running (out, lse) over a [B, S, H, D] query buffer, merged row range by row range."""
+
+    def __init__(self, q: torch.Tensor) -> None:
+        b, s, h, d = q.shape
+        dt = acc_dtype(q.dtype)
+        self.out = torch.zeros(b, s, h, d, dtype=dt, device=q.device)
+        self.lse = torch.full((b, h, s), float("-inf"), dtype=dt, device=q.device)
+
+    def add(self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None) -> None:
+        q1 = self.out.shape[1] if q1 is None else q1
+        acc_o, acc_l = self.out[:, q0:q1], self.lse[:, :, q0:q1]
+        lse = lse.to(acc_l.dtype)
+        new = torch.logaddexp(acc_l, lse)
+        safe = torch.where(torch.isinf(new), 0, new)
+        w_old = torch.exp(acc_l - safe).transpose(1, 2)[..., None]
+        w_new = torch.exp(lse - safe).transpose(1, 2)[..., None]
+        acc_o.copy_(w_old * acc_o + w_new * out.to(acc_o.dtype))
+        acc_l.copy_(new)
