@@ -57,6 +57,7 @@ class SweepProgress(Callback):
             STATE["progress"] = None
         if not _rank0():
             return
+        _log_sweep_table(config)
         if not STATE["rows"]:
             # Jobs ran elsewhere (submitit/Slurm): the rows this sweep wrote are in its store.
             STATE["rows"] = _rows_from_store(config)
@@ -87,3 +88,20 @@ def _rows_from_store(config: DictConfig) -> list[tuple[str, str, str]]:
         label = Cell(config=row["config"], cell_id=row["cell_id"]).label
         out.append((label, row["status"], cell_line(label, Result.from_dict(row))))
     return out
+
+
+def _log_sweep_table(config: DictConfig) -> None:
+    """With logger=wandb, one sweep-level run with a Table of every cell in the sweep's store."""
+    if config.get("logger", {}).get("name") != "wandb":
+        return
+    from omegaconf import OmegaConf
+
+    from lcab.results.store import ResultStore
+    from lcab.results.wandb_sink import log_sweep_table
+
+    sweep_dir = str(config.hydra.sweep.dir)
+    store = ResultStore(config.get("store") or os.path.join(sweep_dir, "results.jsonl"))
+    rows = [r for r in store.latest().values() if "kernel" in r.get("config", {})]
+    if rows:
+        logger_cfg = OmegaConf.to_container(config.logger, resolve=True)
+        log_sweep_table(rows, logger_cfg, os.path.basename(sweep_dir), sweep_dir)

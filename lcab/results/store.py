@@ -55,6 +55,7 @@ class ResultStore:
             return False
         if row["status"] == Status.OK.value:
             return True
-        # unsupported/unavailable are facts about the cell, not failures: skip unless asked.
-        settled = (Status.UNSUPPORTED.value, Status.UNAVAILABLE.value)
+        # unsupported/unavailable are facts about the cell, and so is oom on this machine (table
+        # mark E): skip unless asked. error reruns (often transient); interrupted always reruns.
+        settled = (Status.UNSUPPORTED.value, Status.UNAVAILABLE.value, Status.OOM.value)
         return row["status"] in settled and not rerun_failed

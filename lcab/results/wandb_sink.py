@@ -47,3 +47,65 @@ def log_cell(result: Result, logger_cfg: dict, group: str, out_dir: str) -> str:
     run_dir = run.dir
     run.finish()
     return run_dir
+
+
+TABLE_COLUMNS = (
+    "kernel",
+    "cp",
+    "mask",
+    "seqlen",
+    "world",
+    "mode",
+    "status",
+    "tflops",
+    "time_ms_p50",
+    "time_ms_p20",
+    "time_ms_p80",
+    "mfu",
+    "peak_mem_gib",
+    "reason",
+    "cell_id",
+)
+
+
+def table_row(row: dict) -> list:
+    c, m = row.get("config", {}), row.get("metrics", {})
+    return [
+        c.get("kernel", {}).get("name"),
+        c.get("cp", {}).get("name"),
+        c.get("mask", {}).get("name"),
+        c.get("seqlen"),
+        c.get("world"),
+        c.get("bench", {}).get("mode"),
+        row.get("status"),
+        *(m.get(k) for k in ("tflops", "time_ms_p50", "time_ms_p20", "time_ms_p80", "mfu", "peak_mem_gib")),
+        row.get("reason", ""),
+        row.get("cell_id"),
+    ]
+
+
+def log_sweep_table(rows: list[dict], logger_cfg: dict, group: str, out_dir: str) -> str:
+    """One extra run per sweep (job_type "sweep") holding a W&B Table with a row per cell."""
+    import wandb
+
+    mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    run = wandb.init(
+        project=logger_cfg.get("project") or "lcab",
+        entity=logger_cfg.get("entity") or None,
+        group=logger_cfg.get("group") or group,
+        name=f"sweep-{logger_cfg.get('group') or group}",
+        job_type="sweep",
+        dir=logger_cfg.get("dir") or out_dir,
+        mode=mode,
+        reinit="create_new",
+        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+    )
+    table = wandb.Table(columns=list(TABLE_COLUMNS), data=[table_row(r) for r in rows])
+    run.log({"cells": table})
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    run.summary.update({"n_cells": len(rows), **{f"n_{k}": v for k, v in counts.items()}})
+    run_dir = run.dir
+    run.finish()
+    return run_dir

@@ -1,0 +1,165 @@
+"""Sweeps that survive: kill-and-resume, OOM and timeouts recorded, W&B runs per cell + table.
+
+Every test runs the real `python -m lcab.run` in a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from wandb_records import payloads, summary_and_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ("kernel=sdpa_math", "bench.warmup=1", "bench.l2_flush=false")
+
+
+def env(**extra: str) -> dict:
+    e = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", **extra}
+    e.pop("WANDB_MODE", None)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        e.pop(k, None)
+    return e
+
+
+def lcab(cwd: Path, *args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lcab.run", *args],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+
+
+def rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_killed_sweep_resumes_every_cell_exactly_once(tmp_path):
+    store = tmp_path / "res.jsonl"
+    # Four cells of about a second each; SIGTERM lands while the third one runs.
+    args = ("-m", "seqlen=256,384,512,640", "bench.iters=40", f"store={store}", *FAST)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lcab.run", *args],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while len(rows(store)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert len(rows(store)) == 2, proc.communicate()[1][-2000:]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    first = rows(store)
+    assert [r["status"] for r in first] == ["ok", "ok", "interrupted"], err[-2000:]
+    assert first[2]["reason"] == "SIGTERM during the cell"
+    assert first[2]["config"]["seqlen"] == 512
+
+    p = lcab(tmp_path, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert sum(line.startswith("[skip]") for line in p.stdout.splitlines()) == 2
+    ok = [r for r in rows(store) if r["status"] == "ok"]
+    # Every cell exactly once among the results; the interrupted one was rerun, the rest skipped.
+    assert sorted(r["config"]["seqlen"] for r in ok) == [256, 384, 512, 640]
+    assert len({r["cell_id"] for r in ok}) == 4
+    assert len(rows(store)) == 5  # + the one interrupted row, kept: the store is append-only
+
+
+def _cap_address_space() -> None:
+    cap = 3 * 2**30  # enough for Python + torch + a small cell; a 32K dense mask is not
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def test_oom_cell_is_recorded_and_the_next_cell_runs(tmp_path):
+    store = tmp_path / "res.jsonl"
+    cell = ("kernel=torch", "bench.mode=fwd", "bench.iters=2", "bench.warmup=1", "bench.l2_flush=false")
+    p = lcab(tmp_path, "-m", "seqlen=32k,256", *cell, f"store={store}", preexec_fn=_cap_address_space)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = rows(store)
+    assert [(r["config"]["seqlen"], r["status"]) for r in got] == [(32768, "oom"), (256, "ok")]
+    assert "allocate" in got[0]["reason"]
+    assert "[  E] torch none causal S=32768" in p.stdout
+    # An oom is a fact about the cell on this machine: a resumed sweep skips it unless asked.
+    p = lcab(tmp_path, "-m", "seqlen=32k", *cell, f"store={store}", preexec_fn=_cap_address_space)
+    assert p.returncode == 0 and "[skip]" in p.stdout, p.stdout[-2000:]
+    assert len(rows(store)) == 2
+
+
+def test_cell_over_its_time_limit_is_recorded_and_the_sweep_goes_on(tmp_path):
+    store = tmp_path / "res.jsonl"
+    t0 = time.time()
+    p = lcab(
+        tmp_path,
+        "-m",
+        "bench.iters=100000,2",
+        "seqlen=256",
+        "bench.timeout_s=2",
+        f"store={store}",
+        *FAST,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = rows(store)
+    assert [r["status"] for r in got] == ["error", "ok"], [r["reason"] for r in got]
+    assert got[0]["reason"] == "timeout after 2 s"
+    assert got[0]["config"]["bench"]["iters"] == 100000
+    assert time.time() - t0 < 60
+
+
+def test_wandb_offline_one_run_per_cell_and_a_sweep_table(tmp_path):
+    store = tmp_path / "res.jsonl"
+    p = lcab(
+        tmp_path,
+        "-m",
+        "logger=wandb",
+        "mask=causal,full",
+        "seqlen=256",
+        "bench.iters=2",
+        "hydra.sweep.dir=sweep",
+        f"store={store}",
+        *FAST,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    by_id = {r["cell_id"]: r for r in rows(store)}
+    cells, sweeps = {}, []
+    for run_dir in tmp_path.rglob("offline-run-*"):
+        (run_file,) = run_dir.glob("*.wandb")
+        summary, config = summary_and_config(run_file)
+        if "cell_id" in config:
+            cells[config["cell_id"]] = (summary, config, run_file)
+        else:
+            sweeps.append((summary, run_dir, run_file))
+    assert set(cells) == set(by_id)  # one run per cell
+    for cid, (summary, config, run_file) in cells.items():
+        row = by_id[cid]
+        assert summary["tflops"] == pytest.approx(row["metrics"]["tflops"])
+        assert summary["status"] == "ok"
+        assert config["mask.name"] == row["config"]["mask"]["name"]
+        assert config["world"] == 1
+        # Named from kernel/cp/mask/seqlen/world, grouped by the sweep.
+        raw = b"".join(payloads(run_file))
+        assert f"sdpa_math-none-{row['config']['mask']['name']}-256-w1".encode() in raw
+        assert b"sweep" in raw
+    (summary, run_dir, run_file), *_ = sweeps
+    assert len(sweeps) == 1
+    assert summary["n_cells"] == 2 and summary["n_ok"] == 2
+    tables = list(run_dir.rglob("cells_*.table.json"))
+    assert len(tables) == 1, list(run_dir.rglob("*"))
+    table = json.loads(tables[0].read_text())
+    assert "tflops" in table["columns"] and len(table["data"]) == 2
