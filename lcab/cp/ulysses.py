@@ -28,8 +28,9 @@ from lcab.masks.slices import AttnMask
 
 
 def _a2a(x: torch.Tensor, group, comm: Comm, kind: str) -> torch.Tensor:
-    out = torch.empty_like(x)
-    comm.all_to_all(out, x.contiguous(), group, kind)
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    comm.all_to_all(out, x, group, kind)
     return out
 
 

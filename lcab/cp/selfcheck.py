@@ -1,0 +1,133 @@
+"""Numerics of a CP strategy against the single-process fp64 reference, inside a live process
+group: one forward + backward, every rank's output and gradients gathered to rank 0 and judged
+by lcab.harness.verify's rule. Used by the tests (many cases in one pool) and handy by hand.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from lcab.cp.base import ComputeTimer, RunCtx
+from lcab.cp.comm import Comm
+from lcab.cp.execute_cp import _groups, gather_global, local_inputs, prepare
+from lcab.harness.inputs import make_inputs
+from lcab.harness.verify import compare, kernel_outputs, reference
+from lcab.plan import Cell
+
+
+def case_config(
+    cp: str,
+    mask: str = "causal",
+    seqlen: int = 128,
+    shard: str = "zigzag",
+    kernel: str = "torch",
+    heads: tuple[int, int] = (4, 2),
+    head_dim: int = 16,
+    dtype: str = "fp64",
+    world: int = 2,
+    mode: str = "fwd_bwd",
+    **cp_opts,
+) -> dict:
+    """A resolved cell config (the subset execute_cp reads) for one CP case."""
+    mask_cfg = {"name": mask, "seed": 0, "window": 17, "sparse_block": 16, "density": 0.5, "block": 16}
+    cp_cfg = {
+        "name": cp,
+        "shard": shard,
+        "ulysses_degree": 0,
+        "ring_degree": 0,
+        "windows": 0,
+        "ulysses_intra_node": True,
+        "groups": "mesh",
+        "emulate": 0,
+    }
+    if cp == "usp":
+        cp_cfg["ulysses_degree"] = 2
+    if cp == "double_ring":
+        cp_cfg["ulysses_degree"] = 1
+    cp_cfg.update(cp_opts)
+    return {
+        "kernel": {"name": kernel},
+        "cp": cp_cfg,
+        "mask": mask_cfg,
+        "shape": {
+            "batch": 1,
+            "heads_q": heads[0],
+            "heads_kv": heads[1],
+            "head_dim": head_dim,
+            "dtype": dtype,
+        },
+        "bench": {
+            "mode": mode,
+            "seed": 0,
+            "device": "cpu",
+            "verify": True,
+            "warmup": 0,
+            "iters": 1,
+            "l2_flush": False,
+            "l2_flush_mb": 0,
+        },
+        "seqlen": seqlen,
+        "world": world,
+    }
+
+
+def check_case(config: dict) -> dict | None:
+    """Run on every rank; rank 0 gets {passed, ratios, errors, calls (per rank), ...}."""
+    cell = Cell(config, "selfcheck")
+    device = torch.device(config["bench"]["device"])
+    rank = dist.get_rank()
+    prep = prepare(cell, device, rank, dist.get_world_size())
+    prep.topo.groups = _groups(prep, config["cp"], device)
+    s = prep.shape
+    glob = make_inputs(
+        s.batch,
+        prep.mask.seqlen_q,
+        prep.mask.seqlen_k,
+        s.heads_q,
+        s.heads_kv,
+        s.head_dim,
+        s.dtype,
+        device,
+        config["bench"]["seed"],
+    )
+    inputs = local_inputs(glob, prep.shard, rank)
+    run = RunCtx(Comm(), ComputeTimer(device))
+
+    def fn(q, k, v):
+        return prep.strategy.attention(q, k, v, prep.plan, run), None
+
+    backward = config["bench"]["mode"] != "fwd"
+    run.comm.stats.reset()
+    got = kernel_outputs(fn, inputs, backward)
+    calls = [None] * dist.get_world_size()
+    dist.all_gather_object(calls, dict(run.comm.stats.calls))
+    full = gather_global(got, prep.shard, prep.mask.seqlen_q)
+    if full is None:
+        return None
+    dense = prep.mask.dense(device)
+    ref64 = reference(glob, dense, torch.float64, backward)
+    lowp = reference(glob, dense, s.dtype, backward) if s.dtype != torch.float64 else ref64
+    v = compare(full, ref64, lowp, s.dtype)
+    return {
+        "passed": v.passed,
+        "failures": v.failures(),
+        "ratios": v.ratios,
+        "errors": v.errors,
+        "calls": calls,
+        "pad_tokens": prep.shard.notes["pad_tokens"],
+        "kv_replicas": prep.topo.deg.kv_replicas,
+        "degrees": (prep.topo.deg.ulysses, prep.topo.deg.ring, prep.topo.deg.windows),
+    }
+
+
+def check_cases(configs: list[dict]) -> list:
+    """Many cases in one task; a case that raises gives its message instead of a result."""
+    out = []
+    for c in configs:
+        try:
+            out.append(check_case(c))
+        except Exception as exc:
+            # Deterministic failures (checks before any collective) happen on every rank alike.
+            out.append({"exception": f"{type(exc).__name__}: {exc}"} if dist.get_rank() == 0 else None)
+    return out
