@@ -126,7 +126,8 @@ def main(cfg: DictConfig) -> None:
         _quiet_non_writer()
     if cfg.resume and store.done(cell.cell_id, cfg.rerun_failed):
         line = f"[skip] {cell.label}  already in {store.path}"
-        print(line)
+        if _is_writer():
+            print(line)
         progress.record(cell.label, "skipped", line)
         return
     result = _run(cfg, cell, store, sweep_dir)
