@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def test_reconstructed_command_recreates_the_same_cells(sweep):
     b_cmd = next(c for c in cmds if "/b/results.jsonl" in c)
     # Rerun b's command into a fresh store: the same cell ids come out.
     fresh = sweep["tmp"] / "again" / "results.jsonl"
-    args = b_cmd.split()[3:]
+    args = shlex.split(b_cmd)[3:]
     args = [f"store={fresh}" if a.startswith("store=") else a for a in args]
     p = lcab(sweep["tmp"], "lcab.run", *args)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -383,3 +384,36 @@ def test_cli_says_what_is_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty"), "--out", str(tmp_path / "rep")])
     assert "no results.jsonl under" in capsys.readouterr().err
+
+
+def test_real_cp_rows_fill_the_cp_table_and_figures(tmp_path):
+    """A real CP sweep (ulysses and ring on 2 local gloo ranks) through the report."""
+    from lcab.report import render
+    from lcab.report.figures import Figure
+
+    store = tmp_path / "cp" / "results.jsonl"
+    p = lcab(
+        tmp_path,
+        "lcab.run",
+        "-m",
+        "kernel=sdpa_math",
+        "cp=ulysses,ring",
+        "mask=causal",
+        "cluster.nproc=2",
+        "seqlen=${lcab_per_gpu:128}",
+        *FAST,
+        f"store={store}",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = rows(store)
+    assert [r["status"] for r in got] == ["ok", "ok"], [r["reason"] for r in got]
+    rep = render([str(store)], tmp_path / "rep")
+    table = read_table(tmp_path / "rep/tables/cp_fwd_bwd_causal_128.csv")
+    for r in got:
+        assert float(table[(f"{r['config']['cp']['name']}/zigzag", "2")]) == r["metrics"]["tflops"]
+    drawn = {f.kind for f in rep.figures if isinstance(f, Figure)}
+    assert {"cp_scaling", "cp_ranks", "cp_area"} <= drawn, [
+        f for f in rep.figures if not isinstance(f, Figure)
+    ]
+    index = (tmp_path / "rep/index.md").read_text()
+    assert "cp=ulysses,ring" in index and "cluster.nproc=2" in index

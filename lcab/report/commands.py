@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -75,19 +76,17 @@ def _shape_override(shape: dict, device_type: str) -> list[tuple[str, str]]:
             (f"shape.{k}", _value(v)) for k, v in shape.items() if k != "preset" and default.get(k) != v
         ]
     auto = "paper" if device_type == "cuda" else "small"
+    fields = ("heads_q", "heads_kv", "head_dim", "dtype")
+    best: list[tuple[str, str]] | None = None
     for preset in (auto, *[p for p in schema.SHAPE_PRESETS if p != auto]):
-        hq, hkv, d, dt = schema.SHAPE_PRESETS[preset]
-        if (shape.get("heads_q"), shape.get("heads_kv"), shape.get("head_dim"), shape.get("dtype")) == (
-            hq,
-            hkv,
-            d,
-            dt,
-        ):
-            out = [] if preset == auto else [("shape", preset)]
-            if shape.get("batch", 1) != 1:
-                out.append(("shape.batch", str(shape["batch"])))
-            return out
-    return [(f"shape.{k}", _value(shape[k])) for k in ("batch", "heads_q", "heads_kv", "head_dim", "dtype")]
+        base = dict(zip(fields, schema.SHAPE_PRESETS[preset], strict=True))
+        out = [] if preset == auto else [("shape", preset)]
+        out += [(f"shape.{k}", _value(shape[k])) for k in fields if k in shape and shape[k] != base[k]]
+        if shape.get("batch", 1) != 1:
+            out.append(("shape.batch", str(shape["batch"])))
+        if best is None or len(out) < len(best):
+            best = out  # the preset that needs the fewest overrides
+    return best or []
 
 
 def overrides(config: dict) -> list[tuple[str, str]]:
@@ -128,7 +127,8 @@ def overrides(config: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _commands_for(cells: list[dict[str, str]]) -> list[str]:
+def _commands_for(cells: list[dict[str, str]]) -> list[list[str]]:
+    """The fewest commands whose overrides (one Cartesian product each) cover exactly these cells."""
     keys = list(dict.fromkeys(k for c in cells for k in c))
     for k in keys:
         # A field overridden in some cells only (its default differs per choice): split on presence.
@@ -139,20 +139,48 @@ def _commands_for(cells: list[dict[str, str]]) -> list[str]:
     # Values in the order the sweep ran them (Hydra's order, for a sweep it launched).
     values = {k: list(dict.fromkeys(c[k] for c in cells)) for k in keys}
     varying = [k for k in keys if len(values[k]) > 1]
-    product = 1
-    for k in varying:
-        product *= len(values[k])
-    if product != len(unique) and varying:
-        # Not one product: split on the varying key with the fewest values, then recurse.
-        k = min(varying, key=lambda k: len(values[k]))
-        return list(
-            itertools.chain.from_iterable(_commands_for([c for c in cells if c[k] == v]) for v in values[k])
-        )
-    parts = ["python", "-m", "lcab.run"]
-    if varying:
-        parts.append("-m")
-    parts += [f"{k}={','.join(values[k])}" for k in keys]
-    return [" ".join(parts)]
+    if math.prod(len(values[k]) for k in varying) != len(unique):
+        # Not one product (values that move together): split on the key that gives the fewest commands.
+        options = [
+            list(
+                itertools.chain.from_iterable(
+                    _commands_for([c for c in cells if c[k] == v]) for v in values[k]
+                )
+            )
+            for k in varying
+        ]
+        return min(options, key=len)
+    return [
+        [
+            "python",
+            "-m",
+            "lcab.run",
+            *(["-m"] if varying else []),
+            *(f"{k}={','.join(values[k])}" for k in keys),
+        ]
+    ]
+
+
+def _derived(configs: list[dict], cells: list[dict[str, str]]) -> None:
+    """Put back the resolvers of weak-scaling presets where the values follow them exactly.
+
+    seqlen = n x world for one n across several worlds is `${lcab_per_gpu:n}`; nproc = 1 for
+    cp=none and one n otherwise is `${lcab_cp_ranks:n}` (lcab/launch/resolvers.py).
+    """
+    worlds = {c.get("world", 1) for c in configs}
+    per = {c.get("seqlen", 0) / max(c.get("world", 1), 1) for c in configs}
+    if len(worlds) > 1 and len(per) == 1 and all(isinstance(c.get("seqlen"), int) for c in configs):
+        n = int(per.pop())
+        if n * min(worlds) == min(c["seqlen"] for c in configs):
+            for cell in cells:
+                cell["seqlen"] = f"'${{lcab_per_gpu:{seqlen_text(n)}}}'"
+    cps = [(c.get("cp") or {}).get("name", "none") for c in configs]
+    nprocs = {(c.get("cluster") or {}).get("nproc") for c, cp in zip(configs, cps) if cp != "none"}
+    if "none" in cps and len(set(cps)) > 1 and len(nprocs) == 1:
+        n = nprocs.pop()
+        if all((c.get("cluster") or {}).get("nproc") == 1 for c, cp in zip(configs, cps) if cp == "none"):
+            for cell in cells:
+                cell["cluster.nproc"] = f"'${{lcab_cp_ranks:{n}}}'"
 
 
 def sweep_commands(df: pd.DataFrame) -> list[dict]:
@@ -164,8 +192,10 @@ def sweep_commands(df: pd.DataFrame) -> list[dict]:
         if given:
             cmds = given
         else:
-            cells = [dict(overrides(c)) for c in grp["config"] if isinstance(c, dict) and c]
-            cmds = _commands_for(cells) if cells else []
+            configs = [c for c in grp["config"] if isinstance(c, dict) and c]
+            cells = [dict(overrides(c)) for c in configs]
+            _derived(configs, cells)
+            cmds = [" ".join(parts) for parts in _commands_for(cells)] if cells else []
         out.append(
             {
                 "sweep": sweep,

@@ -343,9 +343,19 @@ def _is_list(v: object) -> bool:
     return isinstance(v, (list, tuple)) and len(v) > 0
 
 
+# Per-rank metrics under the names CP rows use, with the other spellings they may carry.
+ALIASES = {
+    "rank_exposed_comm_ms": ("rank_exposed_comm_ms", "rank_comm_exposed_ms"),
+    "rank_time_ms": ("rank_time_ms_p50", "rank_time_ms"),
+}
+
+
 def _metric(r: pd.Series, key: str) -> object:
     m = r["metrics"] if isinstance(r["metrics"], dict) else {}
-    return m.get(key)
+    for name in ALIASES.get(key, (key,)):
+        if m.get(name) is not None:
+            return m[name]
+    return None
 
 
 def _rank_ticks(n: int) -> np.ndarray:
@@ -364,7 +374,7 @@ def _widest_world(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
     """Per-rank compute vs exposed communication (stacked), per mask, at the world most strategies reached."""
     rows = _cp_rows(df)
-    keys = ["rank_compute_ms", "rank_comm_exposed_ms"]
+    keys = ["rank_compute_ms", "rank_exposed_comm_ms"]
     if rows.empty:
         return [Skip("cp_ranks", "no CP rows (cp != none): no per-rank compute/communication to draw")]
     made: list[Figure | Skip] = []
