@@ -134,7 +134,9 @@ def test_pattern(name, params, seqlen):
     if form is not None:
         assert form.area() == mask.area
         assert form.cu_seqlens[0] == 0 and form.cu_seqlens[-1] == seqlen
-    check_flex(mask, dense, 16 if seqlen < 1000 else 128)
+    # The Flex path per parameter set at small S; at large S once per pattern (it is the slow part).
+    if seqlen < 1000 or params is PARAMS[name][0]:
+        check_flex(mask, dense, 16 if seqlen < 1000 else 128)
 
 
 def check_block_docs(doc_lens, cfg: MaskConfig, seqlen: int) -> None:

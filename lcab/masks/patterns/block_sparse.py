@@ -1,8 +1,14 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from lcab.config import MaskConfig
 from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
+
+if TYPE_CHECKING:
+    from lcab.config import MaskConfig
 
 
 def kept_blocks(density: float, n_blocks: int) -> int:

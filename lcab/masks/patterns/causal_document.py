@@ -1,8 +1,14 @@
-from lcab.config import MaskConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from lcab.masks.documents import doc_params, sample_doc_lens
 from lcab.masks.regions import docs
 from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
+
+if TYPE_CHECKING:
+    from lcab.config import MaskConfig
 
 
 @register("causal_document")

@@ -1,6 +1,12 @@
-from lcab.config import MaskConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
+
+if TYPE_CHECKING:
+    from lcab.config import MaskConfig
 
 
 def prefix_len(frac: float, n: int) -> int:

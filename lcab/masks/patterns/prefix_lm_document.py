@@ -1,9 +1,15 @@
-from lcab.config import MaskConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from lcab.masks.documents import doc_params, sample_doc_lens
 from lcab.masks.patterns.prefix_lm_causal import prefix_len, prefix_lm_slices
 from lcab.masks.regions import docs
 from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask
+
+if TYPE_CHECKING:
+    from lcab.config import MaskConfig
 
 
 @register("prefix_lm_document")

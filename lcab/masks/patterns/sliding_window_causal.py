@@ -1,7 +1,13 @@
-from lcab.config import MaskConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from lcab.masks.regions import band, check_window
 from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask
+
+if TYPE_CHECKING:
+    from lcab.config import MaskConfig
 
 
 @register("sliding_window_causal")
