@@ -9,6 +9,7 @@ for compute time, bytes and collective counts, then every rank's metrics go to r
 
 from __future__ import annotations
 
+import os
 import resource
 from dataclasses import asdict, dataclass
 
@@ -154,6 +155,9 @@ def run_rank(cell: Cell, device: torch.device) -> Result | None:
         res.finished_at = now()
         return res
     prep.topo.groups = _groups(prep, c["cp"], device)
+    fault = os.environ.get("LCAB_FAULT_RANK")  # fault injection for the launcher's tests
+    if fault is not None and int(fault) == rank:
+        raise RuntimeError(f"injected fault on rank {rank} (LCAB_FAULT_RANK)")
     metrics = _measure(cell, prep, device)
     if rank != 0:
         return None

@@ -1,4 +1,4 @@
-"""Merging partial attention results by their log-sum-exp, in fp32 (fp64 for fp64 inputs).
+"""Merging partial attention results by their log-sum-exp, in fp32 (fp64 for fp32/fp64 inputs).
 
 Two partial results over disjoint key sets, (o1, l1) and (o2, l2), combine as
 l = log(e^l1 + e^l2), o = e^(l1 - l) o1 + e^(l2 - l) o2. Rows where both are empty keep
@@ -11,7 +11,9 @@ import torch
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
+    """fp32 for bf16/fp16 (the point of merging in fp32); fp64 for fp32 and fp64 inputs, so an
+    fp32 run's merge adds no rounding on top of its per-step kernels."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else torch.float64
 
 
 class LseAccumulator:
