@@ -48,10 +48,13 @@ def bare_call(kernel: str, cell, mask):
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         backend = getattr(SDPBackend, SDPA[kernel])
+        # Same GQA handling as the adapter found for this backend (some take no enable_gqa).
+        native = kernels.get(kernel).prepare(mask, spec).notes["gqa"] == "native"
 
         def fwd():
+            kk, vv = (k, v) if native else (t.repeat_interleave(q.shape[1] // k.shape[1], 1) for t in (k, v))
             with sdpa_kernel([backend]):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+                return F.scaled_dot_product_attention(q, kk, vv, is_causal=causal, enable_gqa=native)
 
     elif kernel == "flex":
         from torch.nn.attention.flex_attention import flex_attention
@@ -86,15 +89,14 @@ def time_bare(fwd, qkv, dout, mode: str, iters: int) -> float:
 
     for _ in range(5):
         call()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for a, b in zip(starts, ends):
         a.record()
         call()
         b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) for a, b in zip(starts, ends))
 
 
 def main() -> None:
@@ -131,8 +133,14 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                     continue
                 mask = build_mask(MaskConfig(**cell.config["mask"]), cell.config["seqlen"])
-                fwd, qkv, dout = bare_call(kernel, cell, mask)
-                bare_ms = time_bare(fwd, qkv, dout, mode, args.iters)
+                try:
+                    fwd, qkv, dout = bare_call(kernel, cell, mask)
+                    bare_ms = time_bare(fwd, qkv, dout, mode, args.iters)
+                except Exception as exc:
+                    row.update(status="bare_error", reason=f"{type(exc).__name__}: {exc}"[:200])
+                    lines.append(row)
+                    print(json.dumps(row), flush=True)
+                    continue
                 s = cell.config["shape"]
                 flops = attention_flops(mask.area, s["heads_q"], s["head_dim"], s["batch"], mode)
                 row.update(
