@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -157,6 +158,8 @@ def run_rank(cell: Cell, device: torch.device) -> Result | None:
     prep.topo.groups = _groups(prep, c["cp"], device)
     fault = os.environ.get("LCAB_FAULT_RANK")  # fault injection for the launcher's tests
     if fault is not None and int(fault) == rank:
+        if os.environ.get("LCAB_FAULT_KIND", "raise") == "hang":
+            time.sleep(3600)  # the peers' next collective times out
         raise RuntimeError(f"injected fault on rank {rank} (LCAB_FAULT_RANK)")
     metrics = _measure(cell, prep, device)
     if rank != 0:
