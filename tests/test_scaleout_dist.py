@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +76,43 @@ def test_slurm_two_tasks_per_cell_on_gloo(tmp_path, slurm):
     outs = sorted(p.name for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert len(outs) == 4, outs
     assert {o.rsplit("_", 2)[-2] for o in outs} == {"0", "1"}  # task (rank) 0 and 1 of each job
+
+
+def _rank_pid(job_id: str, rank: int, e: dict) -> int | None:
+    """The pid of a job step's task with this global rank (scontrol listpids)."""
+    out = subprocess.run(["scontrol", "listpids", job_id], env=e, capture_output=True, text=True).stdout
+    for line in out.splitlines()[1:]:
+        pid, _, step, _, grank = (line.split() + [""] * 5)[:5]
+        if step == "0" and grank == str(rank):
+            return int(pid)
+    return None
+
+
+def test_slurm_dead_rank_ends_its_job_with_a_clear_error(tmp_path, slurm):
+    store = tmp_path / "res.jsonl"
+    e = env(**slurm)
+    cmd = [sys.executable, "-m", "lcab.run", "-m", "cluster=slurm", "cluster.tasks_per_node=2"]
+    cmd += ["cluster.gpus_per_node=0", "cp=ring", *CELL, "bench.iters=1000000", f"store={store}"]
+    cmd += ["hydra.sweep.dir=sweep"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    pid, deadline = None, time.time() + 120
+    while pid is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        logs = list((tmp_path / "sweep" / ".submitit").rglob("*_1_log.out"))
+        if logs and "Loading pickle" in logs[0].read_text():
+            time.sleep(3)  # into the cell's timed loop
+            pid = _rank_pid(logs[0].name.split("_")[0], 1, e)
+    assert pid, proc.communicate(timeout=60)[1][-2000:]
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - t0 < 90  # never a hang (the collective timeout alone would be 120 s)
+    assert proc.returncode != 0
+    # submitit's error names the job's state, srun's names the rank that died.
+    assert "state: FAILED" in err and "task 1: Killed" in err, err[-2000:]
+    # Rank 0 saw its peer go (gloo: connection closed: error), or srun stopped it (SIGTERM:
+    # interrupted) or killed it (no row): never an ok row, and a rerun runs the cell again.
+    assert all(r["status"] in ("error", "interrupted") for r in rows(store)), rows(store)
+    assert len(rows(store)) <= 1
