@@ -40,6 +40,10 @@ class Interrupted(BaseException):
         prev = self.previous
         if callable(prev) and prev is not signal.default_int_handler:
             prev(self.signum, None)
+        if self.signum == preempt_signal() and int(os.environ.get("RANK", "0")) != 0:
+            # Preempted, not failed: a non-zero exit would make srun (kill-on-bad-exit) kill
+            # rank 0 before it has recorded the cell and requeued the job.
+            sys.exit(0)
         sys.exit(128 + self.signum)
 
 
