@@ -68,12 +68,15 @@ def bare_call(kernel: str, cell, mask):
             return compiled(q, k, v, block_mask=bm, enable_gqa=True)
 
     else:
-        # Kernels without a one-line public call: the adapter's own callable in a bare loop.
+        # Kernels without a one-line public call: the adapter's own callable in a bare loop,
+        # on lcab's own [B, S, H, D] tensors (the layout the adapter is written for).
         fn = kernels.get(kernel).prepare(mask, spec)
-        qb, kb, vb = (t.detach().transpose(1, 2).requires_grad_(True) for t in (q, k, v))
+        qkv = tuple(t.detach().requires_grad_(True) for t in inp.qkv)
 
         def fwd():
-            return fn(qb, kb, vb)[0].transpose(1, 2)
+            return fn(*qkv)[0]
+
+        return fwd, qkv, inp.dout
 
     return fwd, (q, k, v), dout
 
