@@ -82,8 +82,9 @@ def _rows_from_store(config: DictConfig) -> list[tuple[str, str, str]]:
     sweep_dir = str(config.hydra.sweep.dir)
     store = ResultStore(config.get("store") or os.path.join(sweep_dir, "results.jsonl"))
     out = []
-    for row in store.rows():
-        if row.get("sweep") != sweep_dir or "kernel" not in row.get("config", {}):
+    latest = {r["cell_id"]: r for r in store.rows() if r.get("sweep") == sweep_dir}  # newest per cell
+    for row in latest.values():
+        if "kernel" not in row.get("config", {}):
             continue
         label = Cell(config=row["config"], cell_id=row["cell_id"]).label
         out.append((label, row["status"], cell_line(label, Result.from_dict(row))))

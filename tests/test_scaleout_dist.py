@@ -116,3 +116,41 @@ def test_slurm_dead_rank_ends_its_job_with_a_clear_error(tmp_path, slurm):
     # interrupted) or killed it (no row): never an ok row, and a rerun runs the cell again.
     assert all(r["status"] in ("error", "interrupted") for r in rows(store)), rows(store)
     assert len(rows(store)) <= 1
+
+
+def test_slurm_preemption_records_interrupted_and_the_requeued_job_finishes(tmp_path, slurm):
+    store = tmp_path / "res.jsonl"
+    e = env(**slurm)
+    cmd = [sys.executable, "-m", "lcab.run", "-m", "cluster=slurm", "cluster.tasks_per_node=2"]
+    cmd += ["cluster.gpus_per_node=0", "cp=ring", *CELL, "bench.iters=300", f"store={store}"]
+    cmd += ["hydra.sweep.dir=sweep"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    job, deadline = None, time.time() + 120
+    while job is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        logs = list((tmp_path / "sweep" / ".submitit").rglob("*_0_log.out"))
+        if logs and "Loading pickle" in logs[0].read_text():
+            job = logs[0].name.split("_")[0]
+    assert job, proc.communicate(timeout=60)[1][-2000:]
+    time.sleep(4)  # into the cell
+    # What a preempting scheduler (or the time limit) sends through submitit's --signal.
+    subprocess.run(["scancel", "--signal=USR2", job], env=e, check=True)
+    while time.time() < deadline and not rows(store):
+        time.sleep(0.2)
+    assert [r["status"] for r in rows(store)] == ["interrupted"], proc.communicate(timeout=60)[1][-3000:]
+    assert rows(store)[0]["reason"] == "SIGUSR2 during the cell"
+    # submitit requeued the job; Slurm holds a requeued job back a while: release it now.
+    while time.time() < deadline:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T %r"], env=e, capture_output=True, text=True
+        )
+        if "BeginTime" in state.stdout:
+            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], env=e, check=True)
+            break
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    assert [r["status"] for r in rows(store)] == ["interrupted", "ok"]
+    assert "lcab sweep: 1 cells (1 ok)" in out

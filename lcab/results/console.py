@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from lcab.results.schema import Result
 
-_MARK = {"ok": "ok", "unsupported": "X", "unavailable": "-", "oom": "E", "error": "ERR", "invalid": "INV"}
+_MARK = {
+    "ok": "ok",
+    "unsupported": "X",
+    "unavailable": "-",
+    "oom": "E",
+    "error": "ERR",
+    "invalid": "INV",
+    "interrupted": "INT",
+}
 
 
 def cell_line(label: str, r: Result) -> str:
