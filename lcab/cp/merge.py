@@ -27,11 +27,29 @@ class LseAccumulator:
 
     def add(self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None) -> None:
         q1 = self.out.shape[1] if q1 is None else q1
-        acc_o, acc_l = self.out[:, q0:q1], self.lse[:, :, q0:q1]
-        lse = lse.to(acc_l.dtype)
-        new = torch.logaddexp(acc_l, lse)
-        safe = torch.where(torch.isinf(new), 0, new)
-        w_old = torch.exp(acc_l - safe).transpose(1, 2)[..., None]
-        w_new = torch.exp(lse - safe).transpose(1, 2)[..., None]
-        acc_o.copy_(w_old * acc_o + w_new * out.to(acc_o.dtype))
-        acc_l.copy_(new)
+        merge_into(self.out[:, q0:q1], self.lse[:, :, q0:q1], out, lse)
+
+
+def _merge(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:
+    lse = lse.to(acc_l.dtype)
+    new = torch.logaddexp(acc_l, lse)
+    safe = torch.where(torch.isinf(new), 0, new)
+    w_old = torch.exp(acc_l - safe).transpose(1, 2)[..., None]
+    w_new = torch.exp(lse - safe).transpose(1, 2)[..., None]
+    acc_o.copy_(w_old * acc_o + w_new * out.to(acc_o.dtype))
+    acc_l.copy_(new)
+
+
+_compiled_merge = None
+
+
+def merge_into(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:
+    """In place: (acc_o, acc_l) <- merge((acc_o, acc_l), (out, lse)). On CUDA the merge is one
+    compiled kernel: eager it is ~6 passes over an fp32 [B, S, H, D] buffer per ring step."""
+    global _compiled_merge
+    if acc_o.is_cuda:
+        if _compiled_merge is None:
+            _compiled_merge = torch.compile(_merge, dynamic=True)
+        _compiled_merge(acc_o, acc_l, out, lse)
+    else:
+        _merge(acc_o, acc_l, out, lse)

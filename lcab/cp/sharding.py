@@ -109,9 +109,27 @@ def doc_zigzag(mask: AttnMask, world: int) -> Shard:
     )
 
 
-def balanced(mask: AttnMask, world: int, chunks_per_rank: int = 8) -> Shard:
-    """Equal chunk counts per rank, placed greedily (largest area first, to the lightest rank)
-    so each rank's query-row area is as equal as possible; chunks keep sequence order per rank."""
+# Chunk counts per rank that `balanced` tries, fewest first: fewer chunks mean fewer, larger
+# kernel calls per ring step, so more chunks are used only when they buy balance.
+BALANCE_CHUNKS = (2, 4, 8)
+BALANCE_TOLERANCE = 1.02
+
+
+def balanced(mask: AttnMask, world: int) -> Shard:
+    """The fewest equal chunks per rank (2, 4 or 8) that bring the per-rank area imbalance
+    (max / mean) within 2%, else the most balanced of them. Chunks are placed greedily (largest
+    area first, to the lightest rank) and keep sequence order per rank."""
+    best = None
+    for per in BALANCE_CHUNKS:
+        shard = _balanced(mask, world, per)
+        if best is None or shard.notes["imbalance"] < best.notes["imbalance"]:
+            best = shard
+        if shard.notes["imbalance"] <= BALANCE_TOLERANCE:
+            return shard
+    return best
+
+
+def _balanced(mask: AttnMask, world: int, chunks_per_rank: int) -> Shard:
     s = mask.seqlen_q
     n = world * min(chunks_per_rank, max(1, s // (2 * world)))
     ch = _chunks(0, s, n)
@@ -128,7 +146,9 @@ def balanced(mask: AttnMask, world: int, chunks_per_rank: int = 8) -> Shard:
         load[r] += area[i]
         count[r] += 1
     ranges = [[ch[i] for i in range(n) if owner[i] == r] for r in range(world)]
-    return _finish("balanced", s, ranges, {"split": f"{n} chunks, {per} per rank"})
+    shard = _finish("balanced", s, ranges, {"split": f"{n} chunks, {per} per rank"})
+    shard.notes["imbalance"] = imbalance(list(load))
+    return shard
 
 
 def make_shard(name: str, mask: AttnMask, world: int) -> Shard:

@@ -8,6 +8,7 @@ Unsupported here, before timing, instead of letting SDPA pick another backend.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +113,7 @@ def _finite(lse: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isinf(lse), 0, lse)
 
 
-def _rep_kv(k: torch.Tensor, v: torch.Tensor, hq: int):
+def _replicate_kv(k: torch.Tensor, v: torch.Tensor, hq: int):
     rep = hq // k.shape[2]
     if rep == 1:
         return k, v, 1
@@ -146,9 +147,12 @@ def sdpa_step_fns(kernel: SdpaKernel, mask: AttnMask, shape: ShapeSpec) -> StepF
     def bias(dtype):
         if full or causal:
             return None
-        return torch.zeros(mask.seqlen_q, mask.seqlen_k, dtype=dtype, device=shape.device).masked_fill(
-            ~mask.dense(shape.device), float("-inf")
-        )
+        # Memory-efficient attention needs the bias row stride to be a multiple of 8 elements:
+        # allocate padded columns and view the first seqlen_k of them.
+        cols = -(-mask.seqlen_k // 8) * 8
+        full_b = torch.zeros(mask.seqlen_q, cols, dtype=dtype, device=shape.device)
+        full_b[:, : mask.seqlen_k].masked_fill_(~mask.dense(shape.device), float("-inf"))
+        return full_b[:, : mask.seqlen_k]
 
     form = "none" if full else ("is_causal" if causal else "dense")
     if dev == "cpu":
@@ -159,14 +163,14 @@ def sdpa_step_fns(kernel: SdpaKernel, mask: AttnMask, shape: ShapeSpec) -> StepF
         bwd_op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
 
         def fwd(q, k, v):
-            k, v, _ = _rep_kv(k, v, q.shape[2])
+            k, v, _ = _replicate_kv(k, v, q.shape[2])
             o, lse = fwd_op(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0, causal, attn_mask=b, scale=sc
             )
             return _fix_empty(o.transpose(1, 2), lse if lse.dtype == torch.float64 else lse.float(), empty)
 
         def bwd(dout, q, k, v, out, lse):
-            k, v, rep = _rep_kv(k, v, q.shape[2])
+            k, v, rep = _replicate_kv(k, v, q.shape[2])
             t = [x.transpose(1, 2) for x in (dout, q, k, v, out)]
             lse = _finite(lse.to(q.dtype if q.dtype == torch.float64 else torch.float32)).contiguous()
             dq, dk, dv = bwd_op(*t, lse, 0.0, causal, attn_mask=b, scale=sc)
@@ -183,7 +187,10 @@ def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> 
         backend = SDPBackend.FLASH_ATTENTION if (full or causal) else SDPBackend.EFFICIENT_ATTENTION
     aten = torch.ops.aten
     sq, sk = mask.seqlen_q, mask.seqlen_k
-    state: dict = {}
+    state: dict = {"gqa_native": False}
+
+    def _rep_kv(k, v, hq):  # replicate only where the op needs it (see _settle_gqa)
+        return (k, v, 1) if state["gqa_native"] else _replicate_kv(k, v, hq)
 
     def heads_first(*xs):
         return [x.transpose(1, 2) for x in xs]
@@ -197,18 +204,18 @@ def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> 
             r = aten._scaled_dot_product_flash_attention.default(
                 *heads_first(q, k, v), 0.0, causal, False, scale=sc
             )
-            state["rng"] = (r[6], r[7])
+            # cum_seq (int32, empty for dense batches) and rng state go back into the backward.
+            state["fwd"] = (r[2], r[3], r[6], r[7])
             return _fix_empty(r[0].transpose(1, 2), r[1].float(), empty)
 
         def bwd(dout, q, k, v, out, lse):
             k, v, rep = _rep_kv(k, v, q.shape[2])
-            seed, off = state.get("rng", (torch.empty(0, device=q.device), torch.empty(0, device=q.device)))
-            e = torch.empty(0, device=q.device)
+            cum_q, cum_k, seed, off = state["fwd"]
             dq, dk, dv = aten._scaled_dot_product_flash_attention_backward.default(
                 *heads_first(dout, q, k, v, out),
                 _finite(lse.float()).contiguous(),
-                e,
-                e,
+                cum_q,
+                cum_k,
                 sq,
                 sk,
                 0.0,
@@ -220,7 +227,7 @@ def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> 
             dk, dv = _sum_rep(dk.transpose(1, 2), dv.transpose(1, 2), rep)
             return dq.transpose(1, 2), dk, dv
 
-        return StepFns(fwd, bwd, form)
+        return _settle_gqa(StepFns(fwd, bwd, form), state, mask, shape)
     if backend == SDPBackend.EFFICIENT_ATTENTION:
         b = bias(shape.dtype)
 
@@ -236,9 +243,8 @@ def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> 
         def bwd(dout, q, k, v, out, lse):
             k, v, rep = _rep_kv(k, v, q.shape[2])
             seed, off = state["rng"]
-            bb = (
-                b.expand(q.shape[0], q.shape[2], sq, sk) if b is not None else torch.empty(0, device=q.device)
-            )
+            # None reaches the op as an undefined tensor: no bias (an empty tensor would be one).
+            bb = b.expand(q.shape[0], q.shape[2], sq, sk) if b is not None else None
             pad = (-sq) % 32
             lse = torch.nn.functional.pad(_finite(lse.float()), (0, pad)).contiguous()
             dq, dk, dv, _ = aten._scaled_dot_product_efficient_attention_backward.default(
@@ -256,7 +262,7 @@ def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> 
             dk, dv = _sum_rep(dk.transpose(1, 2), dv.transpose(1, 2), rep)
             return dq.transpose(1, 2), dk, dv
 
-        return StepFns(fwd, bwd, form)
+        return _settle_gqa(StepFns(fwd, bwd, form), state, mask, shape)
     if backend == SDPBackend.CUDNN_ATTENTION:
         if not (full or causal):
             raise Unsupported(f"{kernel.name} takes only full or causal step masks")
@@ -266,7 +272,7 @@ def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> 
             r = aten._scaled_dot_product_cudnn_attention.default(
                 *heads_first(q, k, v), None, True, 0.0, causal, False, scale=sc
             )
-            state["rng"] = (r[6], r[7])
+            state["fwd"] = (r[2], r[3], r[6], r[7])
             state["lse_shape"] = r[1].shape
             return _fix_empty(
                 r[0].transpose(1, 2), r[1].reshape(r[1].shape[0], r[1].shape[1], sq).float(), empty
@@ -274,14 +280,53 @@ def _cuda_step_fns(kernel, mask, shape, full, causal, bias, empty, form, sc) -> 
 
         def bwd(dout, q, k, v, out, lse):
             k, v, rep = _rep_kv(k, v, q.shape[2])
-            seed, off = state["rng"]
-            e = torch.empty(0, device=q.device)
+            cum_q, cum_k, seed, off = state["fwd"]
             lse = _finite(lse.float()).reshape(state["lse_shape"]).contiguous()
+            # attn_bias None = undefined tensor; an empty one would be taken for a bias.
             dq, dk, dv = aten._scaled_dot_product_cudnn_attention_backward.default(
-                *heads_first(dout, q, k, v, out), lse, seed, off, e, e, e, sq, sk, 0.0, causal, scale=sc
+                *heads_first(dout, q, k, v, out),
+                lse,
+                seed,
+                off,
+                None,
+                cum_q,
+                cum_k,
+                sq,
+                sk,
+                0.0,
+                causal,
+                scale=sc,
             )
             dk, dv = _sum_rep(dk.transpose(1, 2), dv.transpose(1, 2), rep)
             return dq.transpose(1, 2), dk, dv
 
-        return StepFns(fwd, bwd, form)
+        return _settle_gqa(StepFns(fwd, bwd, form), state, mask, shape)
     raise Unsupported(f"{kernel.name} has no step op for backend {backend}")
+
+
+def _settle_gqa(fns: StepFns, state: dict, mask: AttnMask, shape: ShapeSpec) -> StepFns:
+    """Use K/V with fewer heads directly where the op accepts them and gives the same result as
+    replicated K/V (checked once, outside timing, at the step's own size); else replicate."""
+    if shape.heads_q == shape.heads_kv:
+        return fns
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(s, h):
+        return torch.randn(1, s, h, shape.head_dim, generator=g).to(shape.device, shape.dtype)
+
+    q, dout = rnd(mask.seqlen_q, shape.heads_q), rnd(mask.seqlen_q, shape.heads_q)
+    k, v = rnd(mask.seqlen_k, shape.heads_kv), rnd(mask.seqlen_k, shape.heads_kv)
+    ref_o, ref_l = fns.fwd(q, k, v)
+    ref_g = fns.bwd(dout, q, k, v, ref_o, ref_l)
+    state["gqa_native"] = True
+    try:
+        o, lse = fns.fwd(q, k, v)
+        grads = fns.bwd(dout, q, k, v, o, lse)
+        same = all(
+            a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+            for a, b in zip((o, *grads), (ref_o, *ref_g), strict=True)
+        )
+    except RuntimeError:
+        same = False
+    state["gqa_native"] = same
+    return dataclasses.replace(fns, form=fns.form + (", gqa native" if same else ", gqa replicated"))
