@@ -24,9 +24,16 @@ class LseAccumulator:
         dt = acc_dtype(q.dtype)
         self.out = torch.zeros(b, s, h, d, dtype=dt, device=q.device)
         self.lse = torch.full((b, h, s), float("-inf"), dtype=dt, device=q.device)
+        # Nothing merged yet: a first partial result over all rows is copied, not merged.
+        self.fresh = True
 
     def add(self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None) -> None:
         q1 = self.out.shape[1] if q1 is None else q1
+        whole, self.fresh = self.fresh and q0 == 0 and q1 == self.out.shape[1], False
+        if whole:
+            self.out.copy_(out)
+            self.lse.copy_(lse)
+            return
         merge_into(self.out[:, q0:q1], self.lse[:, :, q0:q1], out, lse)
 
 
@@ -49,7 +56,8 @@ def merge_into(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse:
     global _compiled_merge
     if acc_o.is_cuda:
         if _compiled_merge is None:
-            _compiled_merge = torch.compile(_merge, dynamic=True)
+            # Static shapes: a ring has few distinct tile heights, and static kernels are faster.
+            _compiled_merge = torch.compile(_merge, dynamic=False)
         _compiled_merge(acc_o, acc_l, out, lse)
     else:
         _merge(acc_o, acc_l, out, lse)

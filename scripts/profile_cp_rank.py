@@ -1,0 +1,85 @@
+"""Where one emulated CP rank spends its time: kernel calls vs merge/accumulate/copies.
+
+Builds rank 0's plan of a strategy (same code as cp.emulate), times fwd and bwd separately
+against the monolithic kernel's fwd and bwd, and prints the top CUDA kernels of one fwd_bwd.
+
+    python scripts/profile_cp_rank.py --kernel sdpa_cudnn --cp ring --mask causal --seqlen 64k --world 8
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from lcab.compose import compose_config
+from lcab.config import MaskConfig
+from lcab.cp import base as strategies
+from lcab.cp.base import Topology
+from lcab.cp.emulate import _buffers, _rank_compute
+from lcab.cp.sharding import make_shard
+from lcab.execute import shape_spec
+from lcab.harness.inputs import make_inputs
+from lcab.harness.step import training_step
+from lcab.harness.timing import measure
+from lcab.kernels import base as kernels
+from lcab.masks import build as build_mask
+from lcab.plan import plan_cell
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kernel", default="sdpa_cudnn")
+    ap.add_argument("--cp", default="ring")
+    ap.add_argument("--shard", default="zigzag")
+    ap.add_argument("--mask", default="causal")
+    ap.add_argument("--seqlen", default="64k")
+    ap.add_argument("--world", type=int, default=8)
+    ap.add_argument("--rank", type=int, default=0)
+    a = ap.parse_args()
+    cfg = compose_config([f"kernel={a.kernel}", f"cp={a.cp}", f"mask={a.mask}", f"seqlen={a.seqlen}"])
+    cell = plan_cell(cfg)
+    dev = torch.device("cuda")
+    spec = shape_spec(cell, dev)
+    kernel = kernels.get(a.kernel)
+    mask = build_mask(MaskConfig(**cell.config["mask"]), cell.config["seqlen"])
+    strategy = strategies.get(a.cp)
+    deg = strategy.check(cell.config["cp"], spec, a.world)
+    shard = make_shard(a.shard, mask, a.world)
+    glob = make_inputs(
+        spec.batch,
+        mask.seqlen_q,
+        mask.seqlen_k,
+        spec.heads_q,
+        spec.heads_kv,
+        spec.head_dim,
+        spec.dtype,
+        dev,
+        0,
+    )
+    topo = Topology(a.world, a.rank, deg, intra=True)
+    plan = strategy.plan(mask, shard, topo, kernel, spec)
+    qb, doutb, kv_of = _buffers(strategy.name, plan, shard, glob, topo)
+    tiles = [(m, [(t.q0, t.q1, t.k0, t.k1, t.fns.form) for t in tl]) for m, tl in plan.steps]
+    print("steps (member, tiles q0:q1 x k0:k1 form):")
+    for m, tl in tiles:
+        print(f"  member {m}: {tl}")
+    mono = kernel.prepare(mask, spec)
+    for mode in ("fwd", "bwd"):
+        rank_t = measure(_rank_compute(plan, qb, doutb, kv_of, mode), dev, 3, 10, 256).p50
+        mono_t = measure(training_step(mono, glob, mode), dev, 3, 10, 256).p50
+        print(
+            f"{mode}: rank {rank_t:.2f} ms, mono/W {mono_t / a.world:.2f} ms, efficiency {mono_t / a.world / rank_t:.3f}"
+        )
+    call = _rank_compute(plan, qb, doutb, kv_of, "fwd_bwd")
+    call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()
