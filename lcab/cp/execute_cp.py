@@ -75,7 +75,10 @@ def prepare(cell: Cell, device: torch.device, rank: int, world: int) -> Prepared
     shard = make_shard(cp["shard"], mask, world)
     topo = Topology(world, rank, deg, intra=bool(cp.get("ulysses_intra_node", True)))
     plan = strategy.plan(mask, shard, topo, kernel, shape)
-    return Prepared(strategy, kernel, mask, shape, shard, topo, plan)
+    if mode != "fwd" and plan.extra.get("no_backward"):  # peers whose backward is missing
+        raise Unsupported(plan.extra["no_backward"])
+    # A peer may lay tokens out its own way (yunchang's extract_local); lcab cuts and gathers that.
+    return Prepared(strategy, kernel, mask, shape, plan.shard, topo, plan)
 
 
 def _groups(p: Prepared, cp: dict, device: torch.device) -> dict:
