@@ -14,7 +14,7 @@ import torch
 from lcab.config import ConfigError
 from lcab.cp.base import Degrees, RankPlan, RunCtx, Topology, degree, register
 from lcab.cp.merge import LseAccumulator, acc_dtype
-from lcab.cp.ring import RingLike, _backward_tiles, _forward_tiles, ring_plan
+from lcab.cp.ring import RingLike, _forward_tiles, backward_step, ring_plan
 from lcab.cp.ulysses import HeadToSeq, to_heads
 
 
@@ -76,9 +76,8 @@ class DoubleRingFn(torch.autograd.Function):
                 if t < ws - 1:
                     nxt = torch.empty_like(kv)
                     hi = comm.exchange(kv, nxt, x["i_next"], x["i_prev"], g["inner"], "inner_kv_bwd")
-                part = torch.zeros(kv.shape, dtype=adt, device=q.device)
                 with timer:
-                    _backward_tiles(dout, q, kv, out, lse, plan.steps[o * ws + t][1], dq, part)
+                    part = backward_step(dout, q, kv, out, lse, plan.steps[o * ws + t][1], dq)
                 if inner_pending is not None:
                     inner_pending[0].wait()
                     part += inner_pending[1]

@@ -16,7 +16,7 @@ from lcab.config import MaskConfig
 from lcab.cp import base as strategies
 from lcab.cp.base import RankPlan, Topology
 from lcab.cp.merge import LseAccumulator, acc_dtype
-from lcab.cp.ring import _backward_tiles, _forward_tiles
+from lcab.cp.ring import _forward_tiles, backward_step
 from lcab.cp.sharding import imbalance, make_shard
 from lcab.execute import classify, now, shape_spec
 from lcab.harness.flops import attention_flops, tflops_per_s
@@ -83,8 +83,7 @@ def _rank_compute(plan: RankPlan, qb, doutb, kv_of, mode: str):
     def bwd():
         dq = torch.zeros(qb.shape, dtype=adt, device=qb.device)
         for kv, tiles in steps:
-            part = torch.zeros(kv.shape, dtype=adt, device=qb.device)
-            _backward_tiles(doutb, qb, kv, out, lse, tiles, dq, part)
+            backward_step(doutb, qb, kv, out, lse, tiles, dq)
         return dq
 
     if mode == "fwd":
