@@ -69,6 +69,11 @@ def add_labels(df: pd.DataFrame) -> pd.DataFrame:
     if cp.any():
         sub = df[cp].copy()
         sub["_strat"] = sub["cp"] + "/" + sub["shard"].astype(str)
+        # An emulated cell is every rank's compute on one device, without communication:
+        # it must never read as a measured multi-GPU number.
+        if "config.cp.emulate" in sub.columns:
+            emulated = pd.to_numeric(sub["config.cp.emulate"], errors="coerce").fillna(0) > 0
+            sub.loc[emulated, "_strat"] = sub.loc[emulated, "_strat"] + " (emulated, compute only)"
         kernels_per_cell = sub.groupby([*_CP_BASE])["kernel_label"].nunique()
         if (kernels_per_cell > 1).any():
             sub["_strat"] = sub["_strat"] + " " + sub["kernel_label"]
