@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import traceback
+from collections.abc import Callable
 
 import torch
 
@@ -63,6 +64,11 @@ def shape_spec(cell: Cell, device: torch.device) -> ShapeSpec:
 
 def execute(cell: Cell) -> Result:
     """Single-device path (cp=none). Every outcome, including a crash, becomes a Result."""
+    return run_on_device(cell, _measure)
+
+
+def run_on_device(cell: Cell, measure: Callable[[Cell, kernels.Kernel, torch.device], dict]) -> Result:
+    """Resolve the cell's kernel, run `measure` on this process's device, record any outcome."""
     c = cell.config
     device = torch.device(c["bench"]["device"])
     res = Result(cell_id=cell.cell_id, status=Status.ERROR.value, config=c, started_at=now())
@@ -71,7 +77,7 @@ def execute(cell: Cell) -> Result:
         kernel = kernels.get(c["kernel"]["name"])
         kernel.configure(**{k: v for k, v in c["kernel"].items() if k != "name"})
         res.env = environment(device, kernel.versions())
-        res.metrics = _measure(cell, kernel, device)
+        res.metrics = measure(cell, kernel, device)
         res.status, res.reason = _judge(res.metrics)
     except KeyError as exc:
         res.status, res.reason = Status.ERROR.value, str(exc).strip("'\"")

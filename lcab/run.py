@@ -56,12 +56,12 @@ def _run(cfg: DictConfig, cell: Cell, store: ResultStore, sweep_dir: str) -> Res
     """Runs the cell under the stop signals and the per-cell limit; None on ranks > 0."""
     started = now()
 
-    def record_stop(reason: str) -> None:
+    def record(status: Status, reason: str) -> None:
         if _is_writer():
             store.append(
                 Result(
                     cell_id=cell.cell_id,
-                    status=Status.INTERRUPTED.value,
+                    status=status.value,
                     reason=reason,
                     config=cell.config,
                     sweep=sweep_dir,
@@ -69,22 +69,15 @@ def _run(cfg: DictConfig, cell: Cell, store: ResultStore, sweep_dir: str) -> Res
                     finished_at=now(),
                 )
             )
+
+    def record_stop(reason: str) -> None:
+        record(Status.INTERRUPTED, reason)
+        if _is_writer():
             print(f"[INT] {cell.label}  {reason}", file=sys.stderr, flush=True)
 
     def record_timeout() -> None:
         reason = f"timeout after {timeout_s:g} s (the distributed job ends; rerun to resume)"
-        if _is_writer():
-            store.append(
-                Result(
-                    cell_id=cell.cell_id,
-                    status=Status.ERROR.value,
-                    reason=reason,
-                    config=cell.config,
-                    sweep=sweep_dir,
-                    started_at=started,
-                    finished_at=now(),
-                )
-            )
+        record(Status.ERROR, reason)
         print(f"lcab: {cell.label}: {reason}", file=sys.stderr, flush=True)
 
     timeout_s = float(cfg.bench.timeout_s)

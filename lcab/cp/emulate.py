@@ -18,17 +18,15 @@ from lcab.cp.base import RankPlan, Topology
 from lcab.cp.merge import LseAccumulator, acc_dtype
 from lcab.cp.ring import _forward_tiles, backward_step
 from lcab.cp.sharding import imbalance, make_shard
-from lcab.execute import classify, now, shape_spec
+from lcab.execute import run_on_device, shape_spec
 from lcab.harness.flops import attention_flops, tflops_per_s
 from lcab.harness.inputs import make_inputs
 from lcab.harness.step import training_step
 from lcab.harness.timing import measure
-from lcab.kernels import base as kernels
 from lcab.kernels.base import Unavailable, Unsupported
 from lcab.masks import build as build_mask
 from lcab.plan import Cell
-from lcab.results.env import environment
-from lcab.results.schema import Result, Status
+from lcab.results.schema import Result
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -111,21 +109,7 @@ def _comm_bytes(name: str, shard, spec, deg, mode: str) -> float:
 
 
 def emulate_cell(cell: Cell) -> Result:
-    c = cell.config
-    device = torch.device(c["bench"]["device"])
-    res = Result(cell_id=cell.cell_id, status=Status.ERROR.value, config=c, started_at=now())
-    kernel = None
-    try:
-        kernel = kernels.get(c["kernel"]["name"])
-        kernel.configure(**{k: v for k, v in c["kernel"].items() if k != "name"})
-        res.metrics = _emulate(cell, kernel, device)
-        res.status, res.reason = Status.OK.value, ""
-    except Exception as exc:
-        st, res.reason = classify(exc)
-        res.status = st.value
-    res.env = environment(device, kernel.versions() if kernel else {})
-    res.finished_at = now()
-    return res
+    return run_on_device(cell, _emulate)
 
 
 def _emulate(cell: Cell, kernel, device) -> dict:
