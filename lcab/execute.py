@@ -10,7 +10,7 @@ import torch
 
 from lcab.config import ConfigError, MaskConfig
 from lcab.harness.flops import attention_flops, tflops_per_s
-from lcab.harness.inputs import make_inputs
+from lcab.harness.inputs import inputs_for
 from lcab.harness.peaks import peak_tflops
 from lcab.harness.step import training_step
 from lcab.harness.timing import measure
@@ -105,17 +105,7 @@ def _measure(cell: Cell, kernel: kernels.Kernel, device: torch.device) -> dict:
     mask = build_mask(MaskConfig(**c["mask"]), c["seqlen"])
     kernel.check(mask, spec)
     fn = kernel.prepare(mask, spec)  # mask-dependent preparation stays outside the timing
-    inputs = make_inputs(
-        spec.batch,
-        mask.seqlen_q,
-        mask.seqlen_k,
-        spec.heads_q,
-        spec.heads_kv,
-        spec.head_dim,
-        spec.dtype,
-        device,
-        c["bench"]["seed"],
-    )
+    inputs = inputs_for(spec, mask, c["bench"]["seed"])
     metrics: dict = {"area": mask.area, "density": mask.density, "n_slices": len(mask.slices)}
     if mask.doc_lens is not None:
         metrics["n_docs"] = len(mask.doc_lens)

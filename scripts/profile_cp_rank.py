@@ -20,7 +20,7 @@ from lcab.cp.base import Topology
 from lcab.cp.emulate import _buffers, _rank_compute
 from lcab.cp.sharding import make_shard
 from lcab.execute import shape_spec
-from lcab.harness.inputs import make_inputs
+from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.timing import measure
 from lcab.kernels import base as kernels
@@ -47,17 +47,7 @@ def main() -> None:
     strategy = strategies.get(a.cp)
     deg = strategy.check(cell.config["cp"], spec, a.world)
     shard = make_shard(a.shard, mask, a.world)
-    glob = make_inputs(
-        spec.batch,
-        mask.seqlen_q,
-        mask.seqlen_k,
-        spec.heads_q,
-        spec.heads_kv,
-        spec.head_dim,
-        spec.dtype,
-        dev,
-        0,
-    )
+    glob = inputs_for(spec, mask, 0)
     topo = Topology(a.world, a.rank, deg, intra=True)
     plan = strategy.plan(mask, shard, topo, kernel, spec)
     qb, doutb, kv_of = _buffers(strategy.name, plan, shard, glob, topo)

@@ -20,7 +20,7 @@ from lcab.cp.ring import _forward_tiles, backward_step
 from lcab.cp.sharding import imbalance, make_shard
 from lcab.execute import run_on_device, shape_spec
 from lcab.harness.flops import attention_flops, tflops_per_s
-from lcab.harness.inputs import make_inputs
+from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.timing import measure
 from lcab.kernels.base import Unavailable, Unsupported
@@ -128,17 +128,7 @@ def _emulate(cell: Cell, kernel, device) -> dict:
     kernel.check(mask, spec)
     shard = make_shard(cp["shard"], mask, w)
     mode = b["mode"]
-    glob = make_inputs(
-        spec.batch,
-        mask.seqlen_q,
-        mask.seqlen_k,
-        spec.heads_q,
-        spec.heads_kv,
-        spec.head_dim,
-        spec.dtype,
-        device,
-        b["seed"],
-    )
+    glob = inputs_for(spec, mask, b["seed"])
     flush = b["l2_flush_mb"] if b["l2_flush"] else 0
     times, areas, nbytes, timings = [], [], [], []
     for r in range(w):

@@ -26,7 +26,7 @@ from lcab.cp.groups import family, megatron_groups, mesh_groups
 from lcab.cp.sharding import Shard, imbalance, make_shard
 from lcab.execute import classify, now, shape_spec
 from lcab.harness.flops import attention_flops, tflops_per_s
-from lcab.harness.inputs import StepInputs, make_inputs
+from lcab.harness.inputs import StepInputs, inputs_for
 from lcab.harness.peaks import peak_tflops
 from lcab.harness.step import training_step
 from lcab.harness.timing import Timing, measure
@@ -179,17 +179,7 @@ def _measure(cell: Cell, p: Prepared, device: torch.device) -> dict | None:
     rank, world = p.topo.rank, p.topo.world
     mode = b["mode"]
     mask, shape = p.mask, p.shape
-    glob = make_inputs(
-        shape.batch,
-        mask.seqlen_q,
-        mask.seqlen_k,
-        shape.heads_q,
-        shape.heads_kv,
-        shape.head_dim,
-        shape.dtype,
-        device,
-        b["seed"],
-    )
+    glob = inputs_for(shape, mask, b["seed"])
     inputs = local_inputs(glob, p.shard, rank)
     run = RunCtx(Comm(), ComputeTimer(device))
 

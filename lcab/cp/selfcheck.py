@@ -11,7 +11,7 @@ import torch.distributed as dist
 from lcab.cp.base import ComputeTimer, RunCtx
 from lcab.cp.comm import Comm
 from lcab.cp.execute_cp import _groups, gather_global, local_inputs, prepare
-from lcab.harness.inputs import make_inputs
+from lcab.harness.inputs import inputs_for
 from lcab.harness.verify import compare, kernel_outputs, reference
 from lcab.plan import Cell
 
@@ -80,17 +80,7 @@ def check_case(config: dict) -> dict | None:
     prep = prepare(cell, device, rank, dist.get_world_size())
     prep.topo.groups = _groups(prep, config["cp"], device)
     s = prep.shape
-    glob = make_inputs(
-        s.batch,
-        prep.mask.seqlen_q,
-        prep.mask.seqlen_k,
-        s.heads_q,
-        s.heads_kv,
-        s.head_dim,
-        s.dtype,
-        device,
-        config["bench"]["seed"],
-    )
+    glob = inputs_for(s, prep.mask, config["bench"]["seed"])
     inputs = local_inputs(glob, prep.shard, rank)
     run = RunCtx(Comm(), ComputeTimer(device))
 

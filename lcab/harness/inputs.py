@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from lcab.kernels.base import ShapeSpec
+from lcab.masks.slices import AttnMask
+
 
 @dataclass
 class StepInputs:
@@ -40,3 +43,18 @@ def make_inputs(
     q, k, v = draw(seqlen_q, heads_q), draw(seqlen_k, heads_kv), draw(seqlen_k, heads_kv)
     dout = draw(seqlen_q, heads_q).detach()
     return StepInputs(q, k, v, dout)
+
+
+def inputs_for(spec: ShapeSpec, mask: AttnMask, seed: int) -> StepInputs:
+    """The cell's inputs: the shape's batch, heads, head dim, dtype and device over the mask's lengths."""
+    return make_inputs(
+        spec.batch,
+        mask.seqlen_q,
+        mask.seqlen_k,
+        spec.heads_q,
+        spec.heads_kv,
+        spec.head_dim,
+        spec.dtype,
+        spec.device,
+        seed,
+    )
