@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 import time
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 import torch
 
@@ -111,16 +112,35 @@ def make_tiles(mask: AttnMask, q_runs: list[Run], k_runs: list[Run], cache: Step
         tiles = []
         for qr in q_runs:
             for kr in k_runs:
-                s = submask(mask, [qr], [kr])
-                if s is None:
-                    continue
                 try:
-                    tiles.append(Tile(s.q0, s.q1, s.k0, s.k1, cache.get(s.mask), s.area))
+                    tiles += _pair_tiles(mask, qr, kr, cache)
                 except Unsupported as part:
                     raise Unsupported(
                         f"{cache.kernel.name} cannot run a CP step of {mask.name}: {part}"
                     ) from whole
         return tiles
+
+
+def _pair_tiles(mask: AttnMask, qr: Run, kr: Run, cache: StepCache) -> list[Tile]:
+    """One (q run, k run) pair; if the kernel cannot take it whole, the k run is cut where the q
+    run starts and ends (the diagonal), e.g. all-gathered keys against a causal chunk become a
+    full block before the chunk and a square causal block on it."""
+    s = submask(mask, [qr], [kr])
+    if s is None:
+        return []
+    try:
+        return [Tile(s.q0, s.q1, s.k0, s.k1, cache.get(s.mask), s.area)]
+    except Unsupported:
+        cuts = sorted({c for c in (qr.g0, qr.g1) if kr.g0 < c < kr.g1})
+        if not cuts:
+            raise
+    edges = [kr.g0, *cuts, kr.g1]
+    tiles = []
+    for a, b in pairwise(edges):
+        s = submask(mask, [qr], [Run(a, b, kr.l0 + a - kr.g0)])
+        if s is not None:
+            tiles.append(Tile(s.q0, s.q1, s.k0, s.k1, cache.get(s.mask), s.area))
+    return tiles
 
 
 class ComputeTimer:

@@ -1,0 +1,32 @@
+"""A kernel that takes only full/causal steps (sdpa_flash) still runs every strategy on causal:
+steps it cannot take whole are cut at the diagonal into full and square causal tiles."""
+
+from __future__ import annotations
+
+import json
+
+from test_run_cli import lcab_run
+
+
+def test_full_causal_only_kernel_under_every_ring_family_strategy(tmp_path):
+    store = tmp_path / "r.jsonl"
+    p = lcab_run(
+        tmp_path,
+        "-m",
+        "cp=ring,ring_allgather,double_ring",
+        "cp.shard=zigzag,contiguous",
+        "kernel=sdpa_flash",
+        "mask=causal",
+        "seqlen=192",
+        "cluster.nproc=4",
+        "bench.verify=true",
+        "bench.iters=1",
+        "bench.warmup=0",
+        f"store={store}",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [json.loads(x) for x in store.read_text().splitlines()]
+    assert len(rows) == 6
+    for r in rows:
+        assert r["status"] == "ok", (r["config"]["cp"], r["reason"])
+        assert r["metrics"]["verify_passed"] is True
