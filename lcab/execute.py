@@ -9,10 +9,9 @@ from collections.abc import Callable
 import torch
 
 from lcab.config import ConfigError, MaskConfig
-from lcab.harness.flops import attention_flops, tflops_per_s
 from lcab.harness.inputs import inputs_for
-from lcab.harness.peaks import peak_tflops
 from lcab.harness.step import training_step
+from lcab.harness.throughput import throughput_metrics
 from lcab.harness.timing import measure
 from lcab.harness.verify import verify
 from lcab.kernels import base as kernels
@@ -78,7 +77,7 @@ def run_on_device(cell: Cell, measure: Callable[[Cell, kernels.Kernel, torch.dev
         kernel.configure(**{k: v for k, v in c["kernel"].items() if k != "name"})
         res.env = environment(device, kernel.versions())
         res.metrics = measure(cell, kernel, device)
-        res.status, res.reason = _judge(res.metrics)
+        res.status, res.reason = judge(res.metrics)
     except KeyError as exc:
         res.status, res.reason = Status.ERROR.value, str(exc).strip("'\"")
     except Exception as exc:
@@ -128,23 +127,30 @@ def _measure(cell: Cell, kernel: kernels.Kernel, device: torch.device) -> dict:
     if device.type == "cuda":
         metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         metrics["step_mem_gib"] = (torch.cuda.max_memory_allocated(device) - base_mem) / 2**30
-    flops = attention_flops(mask.area, spec.heads_q, spec.head_dim, spec.batch, mode)
-    metrics["flops"] = flops
-    metrics["tflops"] = tflops_per_s(flops, timing.p50 / 1e3)
-    peak = (
-        peak_tflops(torch.cuda.get_device_name(device), c["shape"]["dtype"])
-        if device.type == "cuda"
-        else None
+    metrics.update(
+        throughput_metrics(
+            mask.area,
+            spec.heads_q,
+            spec.head_dim,
+            spec.batch,
+            mode,
+            timing.p50,
+            1,
+            c["shape"]["dtype"],
+            device,
+        )
     )
-    metrics["peak_tflops"] = peak
-    metrics["mfu"] = metrics["tflops"] / peak if peak else None
     return metrics
 
 
-def _judge(metrics: dict) -> tuple[str, str]:
+def judge(metrics: dict) -> tuple[str, str]:
+    """ok, or invalid when numerics failed or the per-device throughput is above the peak."""
     if metrics.get("verify_passed") is False:
         return Status.INVALID.value, "numerics: " + "; ".join(metrics["verify_failures"])
     peak = metrics.get("peak_tflops")
     if peak and metrics["tflops"] > peak:
-        return Status.INVALID.value, f"{metrics['tflops']:.1f} TFLOPs/s is above the device peak {peak:.0f}"
+        return (
+            Status.INVALID.value,
+            f"{metrics['tflops']:.1f} TFLOPs/s per device is above its peak {peak:.0f}",
+        )
     return Status.OK.value, ""

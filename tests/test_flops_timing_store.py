@@ -112,3 +112,22 @@ def test_store_skips_truncated_tail_and_resume_rules(tmp_path):
     assert store.done("c", rerun_failed=False)
     assert not store.done("c", rerun_failed=True)
     assert not store.done("d", rerun_failed=False)
+
+
+def test_above_peak_is_invalid_never_a_result():
+    from lcab.execute import judge
+
+    assert judge({"tflops": 990.0, "peak_tflops": 989.0})[0] == "invalid"
+    assert "above its peak 989" in judge({"tflops": 990.0, "peak_tflops": 989.0})[1]
+    assert judge({"tflops": 600.0, "peak_tflops": 989.0}) == ("ok", "")
+    assert judge({"tflops": 1.0, "peak_tflops": None}) == ("ok", "")
+    assert judge({"tflops": 1.0, "verify_passed": False, "verify_failures": ["out error"]})[0] == "invalid"
+
+
+def test_throughput_is_per_device_over_max_time():
+    from lcab.harness.throughput import throughput_metrics
+
+    m = throughput_metrics(10, 2, 8, 3, "fwd", p50_ms=2.0, world=4, dtype="fp32", device=torch.device("cpu"))
+    # 1920 FLOPs over (2 ms x 4 devices) = 2.4e-7 TFLOPs/s; no peak on a CPU.
+    assert m["flops"] == 1920 and m["tflops"] == pytest.approx(2.4e-7)
+    assert m["peak_tflops"] is None and m["mfu"] is None

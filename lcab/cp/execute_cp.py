@@ -24,11 +24,10 @@ from lcab.cp.base import ComputeTimer, RankPlan, RunCtx, Strategy, Topology
 from lcab.cp.comm import Comm
 from lcab.cp.groups import family, megatron_groups, mesh_groups
 from lcab.cp.sharding import Shard, imbalance, make_shard
-from lcab.execute import classify, now, shape_spec
-from lcab.harness.flops import attention_flops, tflops_per_s
+from lcab.execute import classify, judge, now, shape_spec
 from lcab.harness.inputs import StepInputs, inputs_for
-from lcab.harness.peaks import peak_tflops
 from lcab.harness.step import training_step
+from lcab.harness.throughput import throughput_metrics
 from lcab.harness.timing import Timing, measure
 from lcab.harness.verify import compare, kernel_outputs, reference
 from lcab.kernels import base as kernels
@@ -169,7 +168,7 @@ def run_rank(cell: Cell, device: torch.device) -> Result | None:
         return None
     res.env = environment(device, kernel_versions)
     res.metrics = metrics
-    res.status, res.reason = _judge(metrics)
+    res.status, res.reason = judge(metrics)
     res.finished_at = now()
     return res
 
@@ -243,16 +242,20 @@ def _measure(cell: Cell, p: Prepared, device: torch.device) -> dict | None:
     metrics.update(_cell_facts(p, mask))
     metrics["step_forms"] = sorted({f for e in every for f in e["notes"].get("step_forms", [])})
     metrics["empty_steps"] = [e["notes"].get("empty_steps", 0) for e in every]
-    flops = attention_flops(mask.area, shape.heads_q, shape.head_dim, shape.batch, mode)
-    metrics["flops"] = flops
-    metrics["tflops"] = tflops_per_s(flops, t.p50 / 1e3, world)  # per GPU: max time x world
-    peak = (
-        peak_tflops(torch.cuda.get_device_name(device), c["shape"]["dtype"])
-        if device.type == "cuda"
-        else None
+    # Per GPU: FLOPs of the global mask over (max-over-ranks time x world).
+    metrics.update(
+        throughput_metrics(
+            mask.area,
+            shape.heads_q,
+            shape.head_dim,
+            shape.batch,
+            mode,
+            t.p50,
+            world,
+            c["shape"]["dtype"],
+            device,
+        )
     )
-    metrics["peak_tflops"] = peak
-    metrics["mfu"] = metrics["tflops"] / peak if peak else None
     return metrics
 
 
@@ -292,15 +295,3 @@ def _verify(fn, inputs: StepInputs, glob: StepInputs, p: Prepared, mode: str) ->
     out["verify_passed"] = v.passed
     out["verify_failures"] = v.failures()
     return out
-
-
-def _judge(metrics: dict) -> tuple[str, str]:
-    if metrics.get("verify_passed") is False:
-        return Status.INVALID.value, "numerics: " + "; ".join(metrics["verify_failures"])
-    peak = metrics.get("peak_tflops")
-    if peak and metrics["tflops"] > peak:
-        return (
-            Status.INVALID.value,
-            f"{metrics['tflops']:.1f} TFLOPs/s per GPU is above the device peak {peak:.0f}",
-        )
-    return Status.OK.value, ""
