@@ -22,6 +22,7 @@ from lcab.execute import run_on_device, shape_spec
 from lcab.harness.flops import attention_flops, tflops_per_s
 from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
+from lcab.harness.throughput import throughput_metrics
 from lcab.harness.timing import measure
 from lcab.kernels.base import Unavailable, Unsupported
 from lcab.masks import build as build_mask
@@ -173,7 +174,8 @@ def _emulate(cell: Cell, kernel, device) -> dict:
         "area_imbalance": imbalance(areas),
         "rank_bytes_sent_counted": nbytes,
         "comm": "replaced by local copies; bytes counted, not timed",
-        "flops": flops,
-        "tflops": tflops_per_s(flops, t_max / 1e3, w),
+        **throughput_metrics(
+            mask.area, spec.heads_q, spec.head_dim, spec.batch, mode, t_max, w, c["shape"]["dtype"], device
+        ),
         "mono_tflops": tflops_per_s(flops, mono.p50 / 1e3),
     }
