@@ -110,6 +110,16 @@ def test_missing_kernel_package_is_recorded_not_raised(tmp_path):
     assert "Traceback" not in p.stderr
 
 
+def test_issue_command_with_cp_records_unavailable(tmp_path):
+    """`kernel=flash3 cp=ring mask=causal_doc -m` is valid: the missing kernel is the recorded fact."""
+    store = tmp_path / "res.jsonl"
+    p = lcab_run(tmp_path, f"store={store}", "kernel=flash3", "cp=ring", "mask=causal_doc", "-m")
+    assert p.returncode == 0, p.stderr[-3000:]
+    (row,) = rows(store)
+    assert row["status"] == "unavailable" and "flash3" in row["reason"]
+    assert "Traceback" not in p.stderr
+
+
 def test_default_run_on_cpu_is_quick(tmp_path):
     import time
 

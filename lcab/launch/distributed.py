@@ -56,6 +56,10 @@ def run_distributed(cell: Cell) -> Result | None:
             Status.ERROR.value,
             f"cp=none runs on one process; got world {c['world']} (use a cp strategy)",
         )
+    # A missing kernel package is a fact of this machine whatever the world: say that first.
+    kernel_ok, why = _kernel_available(c)
+    if not kernel_ok:
+        return _error(cell, Status.UNAVAILABLE.value, why)
     if c["world"] == 1:
         return _error(
             cell, Status.ERROR.value, f"{cp['name']} needs world > 1; set cluster.nproc or cp.emulate"
@@ -69,6 +73,16 @@ def run_distributed(cell: Cell) -> Result | None:
             f"cluster={c['cluster']['name']} runs under its launcher (RANK/WORLD_SIZE unset)",
         )
     return _local(cell)
+
+
+def _kernel_available(c: dict) -> tuple[bool, str]:
+    from lcab.kernels import base as kernels
+
+    try:
+        kernel = kernels.get(c["kernel"]["name"])
+    except KeyError:
+        return True, ""  # an unknown name is an error, recorded where the cell runs
+    return kernel.available(torch.device(c["bench"]["device"]))
 
 
 def _device_for_rank(cell: Cell, local_rank: int) -> torch.device:
