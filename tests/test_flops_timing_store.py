@@ -131,3 +131,14 @@ def test_throughput_is_per_device_over_max_time():
     # 1920 FLOPs over (2 ms x 4 devices) = 2.4e-7 TFLOPs/s; no peak on a CPU.
     assert m["flops"] == 1920 and m["tflops"] == pytest.approx(2.4e-7)
     assert m["peak_tflops"] is None and m["mfu"] is None
+
+
+def test_interleaved_timing_is_round_robin():
+    from lcab.harness.timing import measure_interleaved
+
+    order: list[str] = []
+    calls = [lambda: order.append("a"), lambda: order.append("b")]
+    ta, tb = measure_interleaved(calls, torch.device("cpu"), warmup=1, iters=3)
+    # first calls, one warmup round, then three timed rounds: always a then b.
+    assert order == ["a", "b"] * 5
+    assert len(ta.times_ms) == len(tb.times_ms) == 3

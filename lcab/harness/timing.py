@@ -66,33 +66,53 @@ def measure(
     l2_flush_mb: int = 0,
     barrier: Callable[[], None] | None = None,
 ) -> Timing:
-    call()  # first call: compilation, autotuning, handle creation
+    return measure_interleaved([call], device, warmup, iters, l2_flush_mb, barrier)[0]
+
+
+def measure_interleaved(
+    calls: list[Callable[[], object]],
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    l2_flush_mb: int = 0,
+    barrier: Callable[[], None] | None = None,
+) -> list[Timing]:
+    """Times several calls round-robin (iteration i of every call before iteration i + 1), so a
+    slow drift of the device (clocks, temperature) spreads over all of them instead of
+    penalising whichever is timed last. One call is the plain protocol."""
+    for call in calls:
+        call()  # first call: compilation, autotuning, handle creation
     for _ in range(warmup):
-        call()
+        for call in calls:
+            call()
     if device.type == "cuda":
-        return _measure_cuda(call, device, iters, l2_flush_mb, barrier)
-    times = []
+        return _measure_cuda(calls, device, iters, l2_flush_mb, barrier)
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(iters):
-        if barrier is not None:
-            barrier()
-        t0 = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return Timing(tuple(times))
+        for j, call in enumerate(calls):
+            if barrier is not None:
+                barrier()
+            t0 = time.perf_counter()
+            call()
+            times[j].append((time.perf_counter() - t0) * 1e3)
+    return [Timing(tuple(t)) for t in times]
 
 
-def _measure_cuda(call, device, iters, l2_flush_mb, barrier) -> Timing:
+def _measure_cuda(calls, device, iters, l2_flush_mb, barrier) -> list[Timing]:
     flush = L2Flush(device, l2_flush_mb) if l2_flush_mb > 0 else None
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    events = [
+        [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+        for _ in calls
+    ]
     torch.cuda.synchronize(device)
     for i in range(iters):
-        if flush is not None:
-            flush()
-        if barrier is not None:
-            barrier()
-        starts[i].record()
-        call()
-        ends[i].record()
+        for j, call in enumerate(calls):
+            if flush is not None:
+                flush()
+            if barrier is not None:
+                barrier()
+            events[j][i][0].record()
+            call()
+            events[j][i][1].record()
     torch.cuda.synchronize(device)
-    return Timing(tuple(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)))
+    return [Timing(tuple(a.elapsed_time(b) for a, b in ev)) for ev in events]
