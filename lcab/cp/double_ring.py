@@ -14,7 +14,7 @@ import torch
 from lcab.config import ConfigError
 from lcab.cp.base import Degrees, RankPlan, RunCtx, Topology, degree, register
 from lcab.cp.merge import LseAccumulator, acc_dtype
-from lcab.cp.ring import RingLike, _forward_tiles, backward_step, ring_plan
+from lcab.cp.ring import RingLike, _forward_tiles, backward_step, ring_plan, rotating
 from lcab.cp.ulysses import HeadToSeq, to_heads
 
 
@@ -28,26 +28,12 @@ class DoubleRingFn(torch.autograd.Function):
         comm, timer, g, x = run.comm, run.timer, plan.topo.groups, plan.extra["dr"]
         nw, ws = x["nw"], x["ws"]
         acc = LseAccumulator(q)
-        kv_outer = torch.stack([k, v])
-        for o in range(nw):
-            ho = None
-            if o < nw - 1:
-                onext = torch.empty_like(kv_outer)
-                ho = comm.exchange(kv_outer, onext, x["o_next"], x["o_prev"], g["outer"], "outer_kv")
-            kv = kv_outer
-            for t in range(ws):
-                hi = None
-                if t < ws - 1:
-                    nxt = torch.empty_like(kv)
-                    hi = comm.exchange(kv, nxt, x["i_next"], x["i_prev"], g["inner"], "inner_kv")
+        outer = rotating(torch.stack([k, v]), nw, comm, x["o_next"], x["o_prev"], g["outer"], "outer_kv")
+        for o, kv_outer in enumerate(outer):
+            inner = rotating(kv_outer, ws, comm, x["i_next"], x["i_prev"], g["inner"], "inner_kv")
+            for t, kv in enumerate(inner):
                 with timer:
                     _forward_tiles(q, kv, plan.steps[o * ws + t][1], acc)
-                if hi is not None:
-                    hi.wait()
-                    kv = nxt
-            if ho is not None:
-                ho.wait()
-                kv_outer = onext
         out = acc.out.to(q.dtype)
         ctx.save_for_backward(q, k, v, out, acc.lse)
         ctx.plan, ctx.run = plan, run
@@ -62,20 +48,12 @@ class DoubleRingFn(torch.autograd.Function):
         dout = dout.contiguous()
         adt = acc_dtype(q.dtype)
         dq = torch.zeros(q.shape, dtype=adt, device=q.device)
-        kv_outer = torch.stack([k, v])
         outer_pending = None
-        for o in range(nw):
-            ho = None
-            if o < nw - 1:
-                onext = torch.empty_like(kv_outer)
-                ho = comm.exchange(kv_outer, onext, x["o_next"], x["o_prev"], g["outer"], "outer_kv_bwd")
-            kv = kv_outer
+        outer = rotating(torch.stack([k, v]), nw, comm, x["o_next"], x["o_prev"], g["outer"], "outer_kv_bwd")
+        for o, kv_outer in enumerate(outer):
             inner_pending = None
-            for t in range(ws):
-                hi = None
-                if t < ws - 1:
-                    nxt = torch.empty_like(kv)
-                    hi = comm.exchange(kv, nxt, x["i_next"], x["i_prev"], g["inner"], "inner_kv_bwd")
+            inner = rotating(kv_outer, ws, comm, x["i_next"], x["i_prev"], g["inner"], "inner_kv_bwd")
+            for t, kv in enumerate(inner):
                 with timer:
                     part = backward_step(dout, q, kv, out, lse, plan.steps[o * ws + t][1], dq)
                 if inner_pending is not None:
@@ -87,9 +65,6 @@ class DoubleRingFn(torch.autograd.Function):
                     inner_pending = (h, recv)
                 else:
                     win = part
-                if hi is not None:
-                    hi.wait()
-                    kv = nxt
             if inner_pending is not None:
                 inner_pending[0].wait()
                 win = inner_pending[1]
@@ -104,9 +79,6 @@ class DoubleRingFn(torch.autograd.Function):
                 )
             else:
                 final = win
-            if ho is not None:
-                ho.wait()
-                kv_outer = onext
         if outer_pending is not None:
             outer_pending[0].wait()
             final = outer_pending[1]

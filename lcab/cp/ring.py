@@ -46,6 +46,20 @@ def _backward_tiles(dout, q, kv, out, lse, tiles, dq, dkv) -> None:
         dkv[1][:, c:d] += g[2]
 
 
+def rotating(kv, steps: int, comm, to: int, frm: int, group, kind: str):
+    """Yields the block held at each of `steps` ring steps. The hop that brings the next block
+    is in flight while the caller computes on the current one; the last step sends nothing."""
+    for s in range(steps):
+        h = None
+        if s < steps - 1:
+            nxt = torch.empty_like(kv)
+            h = comm.exchange(kv, nxt, to, frm, group, kind)
+        yield kv
+        if h is not None:
+            h.wait()
+            kv = nxt
+
+
 def backward_step(dout, q, kv, out, lse, tiles, dq) -> torch.Tensor:
     """One step's tiles: adds into dq, returns this step's dK/dV as a fresh fp32 buffer. A single
     tile over every key row (the common zigzag step) is copied in, saving a zero-fill and an add."""
@@ -65,26 +79,24 @@ def backward_step(dout, q, kv, out, lse, tiles, dq) -> torch.Tensor:
     return part
 
 
+def _ring_blocks(kv, plan: RankPlan, comm, group: str, kind: str):
+    hop = plan.extra.get("hop")
+    if not hop:  # a ring of one: the local block is the only one
+        return iter([kv] * len(plan.steps))
+    return rotating(kv, len(plan.steps), comm, hop["next"], hop["prev"], plan.topo.groups[group], kind)
+
+
 class RingFn(torch.autograd.Function):
     """q [B, Lq, H, D], k/v [B, Lk, Hkv, D] local buffers; plan.steps = [(member, tiles)]."""
 
     @staticmethod
     def forward(ctx, q, k, v, plan: RankPlan, run: RunCtx):
         comm, timer = run.comm, run.timer
-        hop = plan.extra.get("hop")
         acc = LseAccumulator(q)
-        kv = torch.stack([k, v])
-        n = len(plan.steps)
-        for s, (_, tiles) in enumerate(plan.steps):
-            h = None
-            if hop and s < n - 1:
-                nxt = torch.empty_like(kv)
-                h = comm.exchange(kv, nxt, hop["next"], hop["prev"], plan.topo.groups["ring"], "ring_kv")
+        blocks = _ring_blocks(torch.stack([k, v]), plan, comm, "ring", "ring_kv")
+        for kv, (_, tiles) in zip(blocks, plan.steps, strict=True):
             with timer:
                 _forward_tiles(q, kv, tiles, acc)
-            if h is not None:
-                h.wait()
-                kv = nxt
         out = acc.out.to(q.dtype)
         ctx.save_for_backward(q, k, v, out, acc.lse)
         ctx.plan, ctx.run = plan, run
@@ -98,14 +110,9 @@ class RingFn(torch.autograd.Function):
         dout = dout.contiguous()
         adt = acc_dtype(q.dtype)
         dq = torch.zeros(q.shape, dtype=adt, device=q.device)
-        kv = torch.stack([k, v])
-        n = len(plan.steps)
         pending = None  # (handle, buffer) of the dK/dV that arrives for the block held next
-        for s, (_, tiles) in enumerate(plan.steps):
-            h = None
-            if hop and s < n - 1:
-                nxt = torch.empty_like(kv)
-                h = comm.exchange(kv, nxt, hop["next"], hop["prev"], plan.topo.groups["ring"], "ring_kv_bwd")
+        blocks = _ring_blocks(torch.stack([k, v]), plan, comm, "ring", "ring_kv_bwd")
+        for kv, (_, tiles) in zip(blocks, plan.steps, strict=True):
             with timer:
                 part = backward_step(dout, q, kv, out, lse, tiles, dq)
             if pending is not None:
@@ -122,9 +129,6 @@ class RingFn(torch.autograd.Function):
             else:
                 pending = None
                 dkv = part
-            if h is not None:
-                h.wait()
-                kv = nxt
         if pending is not None:
             pending[0].wait()
             dkv = pending[1]
