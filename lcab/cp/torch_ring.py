@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, degree, register
 from lcab.cp.sharding import Shard
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
-from lcab.masks.slices import AttnMask, SliceType
+from lcab.masks.forms import full_or_causal
+from lcab.masks.slices import AttnMask
 
 CPU_REASON = (
     "torch_ring needs CUDA: torch's context_parallel dispatches only the CUDA SDPA ops "
@@ -98,12 +99,10 @@ def _pin(backend: str | None):
 
 
 def _mask_kind(mask: AttnMask) -> str:
-    s = mask.seqlen_q
-    if mask.seqlen_k == s and len(mask.slices) == 1:
-        sl = mask.slices[0]
-        if (sl.q0, sl.q1, sl.k0, sl.k1) == (0, s, 0, s) and sl.type in (SliceType.FULL, SliceType.CAUSAL):
-            return sl.type.value
-    raise Unsupported(f"torch_ring takes only causal/full masks (SDPA is_causal): {mask.name}")
+    kind = full_or_causal(mask)
+    if kind is None:
+        raise Unsupported(f"torch_ring takes only causal/full masks (SDPA is_causal): {mask.name}")
+    return kind
 
 
 @register

@@ -38,6 +38,7 @@ from lcab.cp.sharding import Shard, _finish
 from lcab.cp.ulysses import local_shape
 from lcab.cp.usp import Usp
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
+from lcab.masks.forms import full_or_causal
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 # lcab kernel name -> yunchang AttnType name (its own kernels); other kernels run as "lcab".
@@ -201,13 +202,10 @@ def yunchang_layout(kind: str, seqlen: int, topo: Topology) -> Shard:
 
 
 def mask_kind(mask: AttnMask) -> str:
-    """'causal' or 'full' where the mask is exactly that over the whole square; else Unsupported."""
-    s = mask.seqlen_q
-    if mask.seqlen_k == s and len(mask.slices) == 1:
-        sl = mask.slices[0]
-        if (sl.q0, sl.q1, sl.k0, sl.k1) == (0, s, 0, s) and sl.type in (SliceType.FULL, SliceType.CAUSAL):
-            return sl.type.value
-    raise Unsupported(f"yunchang_usp takes only causal/full masks: {mask.name}")
+    kind = full_or_causal(mask)
+    if kind is None:
+        raise Unsupported(f"yunchang_usp takes only causal/full masks: {mask.name}")
+    return kind
 
 
 @register

@@ -21,6 +21,15 @@ def is_full(mask: AttnMask) -> bool:
     return mask.area == mask.seqlen_q * mask.seqlen_k
 
 
+def full_or_causal(mask: AttnMask) -> str | None:
+    """'full' or 'causal' where the whole square mask is exactly that (the flag-only APIs), else None."""
+    if mask.seqlen_q != mask.seqlen_k:
+        return None
+    if is_full(mask):
+        return "full"
+    return "causal" if is_causal(mask) else None
+
+
 def is_causal(mask: AttnMask) -> bool:
     """Square, and row q sees exactly keys [0, q]."""
     if mask.seqlen_q != mask.seqlen_k:
