@@ -203,7 +203,6 @@ class RankPlan:
 
 class Strategy:
     name: str = ""
-    needs_step_fns: bool = True  # ring-like strategies merge per-step (out, lse)
     summary: str = ""
 
     def degrees(self, cp: dict, world: int) -> Degrees:

@@ -32,13 +32,6 @@ class CommStats:
         self.calls = Counter()
         self.wait_s = 0.0
 
-    def as_dict(self) -> dict:
-        return {
-            "bytes_sent": self.bytes_sent,
-            "calls": dict(self.calls),
-            "collectives": sum(self.calls.values()),
-        }
-
 
 class Handle:
     def __init__(self, works, stats: CommStats) -> None:

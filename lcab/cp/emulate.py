@@ -10,6 +10,8 @@ i.e. how close the slowest rank comes to a perfect 1/W share of the single-devic
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
 from lcab.config import MaskConfig
@@ -157,12 +159,7 @@ def _emulate(cell: Cell, kernel, device) -> dict:
         "shard": shard.name,
         "pad_tokens": shard.notes["pad_tokens"],
         "shard_split": shard.notes["split"],
-        "cp_degrees": {
-            "ulysses": deg.ulysses,
-            "ring": deg.ring,
-            "windows": deg.windows,
-            "kv_replicas": deg.kv_replicas,
-        },
+        "cp_degrees": asdict(deg),
         "rank_compute_ms": times,
         "compute_ms_max": t_max,
         "mono_ms": mono.p50,

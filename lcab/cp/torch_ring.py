@@ -108,7 +108,6 @@ def _mask_kind(mask: AttnMask) -> str:
 @register
 class TorchRing(Strategy):
     name = "torch_ring"
-    needs_step_fns = False
     summary = "peer: PyTorch's context_parallel (ring over SDPA, head-tail load balancing)"
 
     def degrees(self, cp: dict, world: int) -> Degrees:

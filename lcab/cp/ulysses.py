@@ -107,7 +107,6 @@ def to_heads(q, k, v, plan: RankPlan, ctx: RunCtx):
 @register
 class Ulysses(Strategy):
     name = "ulysses"
-    needs_step_fns = False
     summary = "all-to-all to head sharding, full mask per head group, all-to-all back"
 
     def degrees(self, cp: dict, world: int) -> Degrees:

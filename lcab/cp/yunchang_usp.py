@@ -211,7 +211,6 @@ def mask_kind(mask: AttnMask) -> str:
 @register
 class YunchangUsp(Strategy):
     name = "yunchang_usp"
-    needs_step_fns = False
     summary = "peer: yunchang's LongContextAttention (USP), its groups, all-to-all, ring and merge"
 
     def degrees(self, cp: dict, world: int) -> Degrees:
