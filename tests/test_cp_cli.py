@@ -3,33 +3,12 @@ failure handling (crashing or hanging rank), recorded statuses, one-device emula
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from lcab_cli import lcab_run, rows
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ("bench.warmup=1", "bench.iters=3", "kernel=sdpa_math", "seqlen=256", "bench.device=cpu")
-
-
-def lcab_run(tmp_path: Path, *args: str, env: dict | None = None, timeout: int = 300):
-    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "lcab.run", *args],
-        cwd=tmp_path,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_ring_nproc2_writes_ok_row_with_per_rank_metrics(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_run_cli import lcab_run
+from lcab_cli import lcab_run
 
 
 def test_full_causal_only_kernel_under_every_ring_family_strategy(tmp_path):

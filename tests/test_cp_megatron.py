@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_run_cli import lcab_run
+from lcab_cli import lcab_run
 
 pytest.importorskip("megatron.core")
 

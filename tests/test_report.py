@@ -14,39 +14,17 @@ import copy
 import csv
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from lcab_cli import rows
+from lcab_cli import run_module as lcab
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _env() -> dict:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    e.pop("WANDB_MODE", None)
-    return e
-
-
-def lcab(cwd: Path, module: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 FAST = ("bench.warmup=0", "bench.iters=2")

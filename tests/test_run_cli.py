@@ -2,36 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from lcab_cli import lcab_run, rows
 from wandb_records import summary_and_config
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def lcab_run(
-    tmp_path: Path, *args: str, env: dict | None = None, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", **(env or {})}
-    e.pop("WANDB_MODE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "lcab.run", *args],
-        cwd=tmp_path,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
 
 FAST = ("bench.warmup=1", "bench.iters=3", "kernel=sdpa_math")
 

@@ -6,45 +6,19 @@ Every test runs the real `python -m lcab.run` in a subprocess, as a user would.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from lcab_cli import clean_env as env
+from lcab_cli import lcab_run as lcab
+from lcab_cli import rows
 from wandb_records import payloads, summary_and_config
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ("kernel=sdpa_math", "bench.warmup=1", "bench.l2_flush=false")
-
-
-def env(**extra: str) -> dict:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", **extra}
-    e.pop("WANDB_MODE", None)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
-        e.pop(k, None)
-    return e
-
-
-def lcab(cwd: Path, *args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lcab.run", *args],
-        cwd=cwd,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **popen,
-    )
-
-
-def rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_killed_sweep_resumes_every_cell_exactly_once(tmp_path):

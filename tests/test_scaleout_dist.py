@@ -5,29 +5,17 @@ CPU and gloo throughout; the Slurm test runs a real slurmctld/slurmd (see slurm_
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from lcab_cli import clean_env as env
+from lcab_cli import rows
+
 CELL = ("seqlen=256", "kernel=sdpa_math", "bench.iters=2", "bench.warmup=1", "bench.l2_flush=false")
-DIST_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
-
-
-def env(**extra: str) -> dict:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", **extra}
-    for k in (*DIST_KEYS, "WANDB_MODE", "SLURM_JOB_ID", "SUBMITIT_FOLDER"):
-        e.pop(k, None)
-    return e
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def free_port() -> int:
