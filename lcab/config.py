@@ -68,7 +68,10 @@ class ShapeConfig:
 class BenchConfig:
     mode: str = "fwd_bwd"  # fwd | bwd | fwd_bwd
     warmup: int = 5
-    iters: int = 20
+    iters: int = 20  # timed calls (the most, when budget_ms > 0)
+    budget_ms: float = 0.0  # >0: size warmup/iters so timed calls take about this (harness/timing.py)
+    min_iters: int = 3  # adaptive schedule: never fewer timed calls
+    max_spread: float = 0.02  # adaptive schedule: time more calls while p20..p80 / p50 is above this
     l2_flush: bool = True
     l2_flush_mb: int = 256
     verify: bool = False

@@ -12,7 +12,7 @@ from lcab.config import ConfigError, MaskConfig
 from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.throughput import throughput_metrics
-from lcab.harness.timing import measure
+from lcab.harness.timing import Schedule, measure
 from lcab.harness.verify import verify
 from lcab.kernels import base as kernels
 from lcab.kernels.base import DTYPE_NAMES, ShapeSpec, Unavailable, Unsupported
@@ -121,7 +121,7 @@ def _measure(cell: Cell, kernel: kernels.Kernel, device: torch.device) -> dict:
         base_mem = torch.cuda.memory_allocated(device)
     step = training_step(fn, inputs, mode)
     b = c["bench"]
-    timing = measure(step, device, b["warmup"], b["iters"], b["l2_flush_mb"] if b["l2_flush"] else 0)
+    timing = measure(step, device, Schedule.from_bench(b), b["l2_flush_mb"] if b["l2_flush"] else 0)
     metrics.update(timing.summary())
     metrics["times_ms"] = list(timing.times_ms)
     if device.type == "cuda":

@@ -22,7 +22,7 @@ from lcab.cp.sharding import make_shard
 from lcab.execute import shape_spec
 from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
-from lcab.harness.timing import measure
+from lcab.harness.timing import Schedule, measure
 from lcab.kernels import base as kernels
 from lcab.masks import build as build_mask
 from lcab.plan import plan_cell
@@ -57,8 +57,8 @@ def main() -> None:
         print(f"  member {m}: {tl}")
     mono = kernel.prepare(mask, spec)
     for mode in ("fwd", "bwd"):
-        rank_t = measure(_rank_compute(plan, qb, doutb, kv_of, mode), dev, 3, 10, 256).p50
-        mono_t = measure(training_step(mono, glob, mode), dev, 3, 10, 256).p50
+        rank_t = measure(_rank_compute(plan, qb, doutb, kv_of, mode), dev, Schedule(3, 10), 256).p50
+        mono_t = measure(training_step(mono, glob, mode), dev, Schedule(3, 10), 256).p50
         print(
             f"{mode}: rank {rank_t:.2f} ms, mono/W {mono_t / a.world:.2f} ms, efficiency {mono_t / a.world / rank_t:.3f}"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import time
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from lcab.config import ConfigError, parse_seqlen
 from lcab.harness.flops import attention_flops, tflops_per_s
 from lcab.harness.peaks import peak_tflops
-from lcab.harness.timing import Timing, measure
+from lcab.harness.timing import Schedule, Timing, measure
 from lcab.masks.slices import AttnMask, Slice
 from lcab.results.schema import Result
 from lcab.results.store import ResultStore
@@ -68,11 +69,50 @@ def test_parse_seqlen_rejects(text):
 
 def test_measure_counts_calls_and_quantiles():
     calls = []
-    t = measure(lambda: calls.append(1), torch.device("cpu"), warmup=3, iters=7)
+    t = measure(lambda: calls.append(1), torch.device("cpu"), Schedule(warmup=3, iters=7))
     assert len(calls) == 1 + 3 + 7
     assert len(t.times_ms) == 7
     q = Timing((1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0))
     assert (q.p20, q.p50, q.p80) == (3.0, 6.0, 9.0)
+    assert q.spread == pytest.approx(6.0 / 6.0)
+
+
+def _sleeper(durations_ms):
+    """A call whose n-th invocation sleeps durations_ms[n % len] (a controllable duration)."""
+    n = [0]
+
+    def call():
+        time.sleep(durations_ms[n[0] % len(durations_ms)] / 1e3)
+        n[0] += 1
+
+    call.count = n
+    return call
+
+
+def test_adaptive_schedule_sizes_a_slow_cell_down_to_min_iters():
+    call = _sleeper([20.0])  # 20 ms a call, budget 30 ms: the floor of 3 timed calls applies
+    t = measure(call, torch.device("cpu"), Schedule(warmup=10, iters=50, budget_ms=30.0, min_iters=3))
+    assert len(t.times_ms) == 3
+    assert t.warmup == 1  # the probe call; budget/4 is less than one call
+    assert call.count[0] == 1 + 1 + 3
+    assert 19.0 < t.p50 < 40.0
+
+
+def test_adaptive_schedule_gives_a_fast_cell_budget_over_call_time_iters():
+    call = _sleeper([2.0])  # 2 ms a call, budget 40 ms: about 20 calls, warmup about 5
+    t = measure(call, torch.device("cpu"), Schedule(warmup=10, iters=50, budget_ms=40.0, min_iters=3))
+    assert 8 <= len(t.times_ms) <= 20  # sleep overshoots: never more than budget / 2 ms
+    assert 2 <= t.warmup <= 5
+
+
+def test_adaptive_schedule_times_more_calls_while_the_spread_is_high():
+    # Alternating 2 / 8 ms: p20..p80 spans both, spread far above 2%: extended to iters.
+    call = _sleeper([2.0, 8.0])
+    noisy = measure(call, torch.device("cpu"), Schedule(warmup=2, iters=24, budget_ms=20.0, min_iters=3))
+    assert len(noisy.times_ms) == 24
+    assert noisy.spread > 0.02
+    fixed = measure(_sleeper([2.0, 8.0]), torch.device("cpu"), Schedule(warmup=2, iters=24))
+    assert len(fixed.times_ms) == 24 and fixed.warmup == 2
 
 
 def test_peak_table_specific_first():
@@ -138,7 +178,7 @@ def test_interleaved_timing_is_round_robin():
 
     order: list[str] = []
     calls = [lambda: order.append("a"), lambda: order.append("b")]
-    ta, tb = measure_interleaved(calls, torch.device("cpu"), warmup=1, iters=3)
+    ta, tb = measure_interleaved(calls, torch.device("cpu"), Schedule(warmup=1, iters=3))
     # first calls, one warmup round, then three timed rounds: always a then b.
     assert order == ["a", "b"] * 5
     assert len(ta.times_ms) == len(tb.times_ms) == 3

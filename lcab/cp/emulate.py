@@ -25,7 +25,7 @@ from lcab.harness.flops import attention_flops, tflops_per_s
 from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.throughput import throughput_metrics
-from lcab.harness.timing import measure_interleaved
+from lcab.harness.timing import Schedule, measure_interleaved
 from lcab.kernels.base import Unavailable, Unsupported
 from lcab.masks import build as build_mask
 from lcab.plan import Cell
@@ -146,7 +146,7 @@ def _emulate(cell: Cell, kernel, device) -> dict:
     mono_fn = kernel.prepare(mask, spec)
     calls.append(training_step(mono_fn, glob, mode))
     # Every rank and the monolithic kernel round-robin, so device drift favours none of them.
-    *timings, mono = measure_interleaved(calls, device, b["warmup"], b["iters"], flush)
+    *timings, mono = measure_interleaved(calls, device, Schedule.from_bench(b), flush)
     times = [t.p50 for t in timings]
     flops = attention_flops(mask.area, spec.heads_q, spec.head_dim, spec.batch, mode)
     t_max = max(times)

@@ -28,7 +28,7 @@ from lcab.execute import classify, judge, now, shape_spec
 from lcab.harness.inputs import StepInputs, inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.throughput import throughput_metrics
-from lcab.harness.timing import Timing, measure
+from lcab.harness.timing import Schedule, Timing, measure
 from lcab.harness.verify import compare, kernel_outputs, reference
 from lcab.kernels import base as kernels
 from lcab.kernels.base import ShapeSpec, Unavailable, Unsupported
@@ -193,12 +193,15 @@ def _measure(cell: Cell, p: Prepared, device: torch.device) -> dict | None:
         torch.cuda.reset_peak_memory_stats(device)
     step = training_step(fn, inputs, mode)
     barrier = dist.barrier
-    timing = measure(step, device, b["warmup"], b["iters"], b["l2_flush_mb"] if b["l2_flush"] else 0, barrier)
+    # A fixed schedule: an adaptive one sized on each rank's own probe could differ between
+    # ranks, and every rank must make the same number of calls (collectives, barriers).
+    fixed = Schedule(b["warmup"], b["iters"])
+    timing = measure(step, device, fixed, b["l2_flush_mb"] if b["l2_flush"] else 0, barrier)
     # Instrumented pass: compute time per call, bytes and collectives per call.
     run.comm.stats.reset()
     run.timer.enabled = True
     n_inst = max(1, min(3, b["iters"]))
-    inst = measure(step, device, 0, n_inst, 0, barrier)
+    inst = measure(step, device, Schedule(0, n_inst), 0, barrier)
     compute_ms = run.timer.total_ms() / (n_inst + 1)  # measure() makes one untimed first call
     stats = run.comm.stats
     calls = {k: v / (n_inst + 1) for k, v in stats.calls.items()}

@@ -7,6 +7,7 @@ or with a peer rank still busy. On CPU the wall clock brackets a synchronous cal
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 @dataclass(frozen=True)
 class Timing:
     times_ms: tuple[float, ...]
+    warmup: int = 0  # warmup calls made after the first call
 
     def quantile(self, q: float) -> float:
         return float(np.quantile(np.asarray(self.times_ms), q))
@@ -34,6 +36,11 @@ class Timing:
     def p80(self) -> float:
         return self.quantile(0.8)
 
+    @property
+    def spread(self) -> float:
+        """Spread of the middle 60% relative to the median: a noise indicator."""
+        return (self.p80 - self.p20) / self.p50 if self.p50 > 0 else 0.0
+
     def summary(self) -> dict[str, float]:
         t = np.asarray(self.times_ms)
         return {
@@ -43,8 +50,9 @@ class Timing:
             "time_ms_mean": float(t.mean()),
             "time_ms_min": float(t.min()),
             "time_ms_max": float(t.max()),
-            # Spread of the middle 60% relative to the median: a noise indicator.
-            "time_spread": (self.p80 - self.p20) / self.p50 if self.p50 > 0 else 0.0,
+            "time_spread": self.spread,
+            "iters": len(self.times_ms),
+            "warmup": self.warmup,
         }
 
 
@@ -58,22 +66,58 @@ class L2Flush:
         self.buf.fill_(1)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How many calls to make. budget_ms = 0: always `warmup` and `iters` (the paper's fixed
+    protocol). budget_ms > 0: one probe call sizes the cell so that the timed calls take about
+    budget_ms (between min_iters and iters) and warmup about a quarter of that (at least one
+    call); if the p20..p80 spread is then above max_spread, more calls are timed, up to iters.
+    Large, slow cells get few calls, small noisy ones many."""
+
+    warmup: int
+    iters: int
+    budget_ms: float = 0.0
+    min_iters: int = 3
+    max_spread: float = 0.02
+
+    @classmethod
+    def from_bench(cls, b: dict) -> Schedule:
+        return cls(
+            warmup=b["warmup"],
+            iters=b["iters"],
+            budget_ms=b.get("budget_ms", 0.0),
+            min_iters=b.get("min_iters", 3),
+            max_spread=b.get("max_spread", 0.02),
+        )
+
+    @property
+    def adaptive(self) -> bool:
+        return self.budget_ms > 0
+
+    def sized(self, round_ms: float) -> tuple[int, int]:
+        """(warmup, iters) for calls of round_ms each."""
+        if not self.adaptive:
+            return self.warmup, self.iters
+        per = max(round_ms, 1e-3)
+        warmup = min(self.warmup, max(1, math.ceil(self.budget_ms / 4 / per)))
+        iters = min(self.iters, max(self.min_iters, math.ceil(self.budget_ms / per)))
+        return warmup, iters
+
+
 def measure(
     call: Callable[[], object],
     device: torch.device,
-    warmup: int,
-    iters: int,
+    schedule: Schedule,
     l2_flush_mb: int = 0,
     barrier: Callable[[], None] | None = None,
 ) -> Timing:
-    return measure_interleaved([call], device, warmup, iters, l2_flush_mb, barrier)[0]
+    return measure_interleaved([call], device, schedule, l2_flush_mb, barrier)[0]
 
 
 def measure_interleaved(
     calls: list[Callable[[], object]],
     device: torch.device,
-    warmup: int,
-    iters: int,
+    schedule: Schedule,
     l2_flush_mb: int = 0,
     barrier: Callable[[], None] | None = None,
 ) -> list[Timing]:
@@ -82,9 +126,35 @@ def measure_interleaved(
     penalising whichever is timed last. One call is the plain protocol."""
     for call in calls:
         call()  # first call: compilation, autotuning, handle creation
+    warmup, iters = schedule.warmup, schedule.iters
+    if schedule.adaptive:
+        warmup, iters = schedule.sized(_probe_ms(calls, device))
+        warmup -= 1  # the probe was one warmup round
     for _ in range(warmup):
         for call in calls:
             call()
+    timed = _timed_rounds(calls, device, iters, l2_flush_mb, barrier)
+    while schedule.adaptive and len(timed[0]) < schedule.iters:
+        if max(Timing(tuple(t)).spread for t in timed) <= schedule.max_spread:
+            break
+        more = min(len(timed[0]), schedule.iters - len(timed[0]))
+        extra = _timed_rounds(calls, device, more, l2_flush_mb, barrier)
+        timed = [a + b for a, b in zip(timed, extra, strict=True)]
+    return [Timing(tuple(t), warmup=warmup + schedule.adaptive) for t in timed]
+
+
+def _probe_ms(calls: list[Callable[[], object]], device: torch.device) -> float:
+    """Wall time of one round of calls, synchronized: sizes an adaptive schedule."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _d: None)
+    sync(device)
+    t0 = time.perf_counter()
+    for call in calls:
+        call()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _timed_rounds(calls, device, iters, l2_flush_mb, barrier) -> list[list[float]]:
     if device.type == "cuda":
         return _measure_cuda(calls, device, iters, l2_flush_mb, barrier)
     times: list[list[float]] = [[] for _ in calls]
@@ -95,10 +165,10 @@ def measure_interleaved(
             t0 = time.perf_counter()
             call()
             times[j].append((time.perf_counter() - t0) * 1e3)
-    return [Timing(tuple(t)) for t in times]
+    return times
 
 
-def _measure_cuda(calls, device, iters, l2_flush_mb, barrier) -> list[Timing]:
+def _measure_cuda(calls, device, iters, l2_flush_mb, barrier) -> list[list[float]]:
     flush = L2Flush(device, l2_flush_mb) if l2_flush_mb > 0 else None
     events = [
         [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
@@ -115,4 +185,4 @@ def _measure_cuda(calls, device, iters, l2_flush_mb, barrier) -> list[Timing]:
             call()
             events[j][i][1].record()
     torch.cuda.synchronize(device)
-    return [Timing(tuple(a.elapsed_time(b) for a, b in ev)) for ev in events]
+    return [[a.elapsed_time(b) for a, b in ev] for ev in events]

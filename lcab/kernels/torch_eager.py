@@ -49,6 +49,7 @@ class TorchEager(Kernel):
         def fn(q, k, v):
             return eager_attention(q, k, v, dense)
 
+        fn.notes = {"mask_form": "dense"}  # every (q, k) pair is computed, masked or not
         return fn
 
     def step_fns(self, mask: AttnMask, shape: ShapeSpec) -> StepFns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -13,6 +14,10 @@ import torch
 
 @functools.cache
 def git_sha() -> str:
+    """HEAD of lcab's checkout (+ "-dirty"). A copy without .git (e.g. a tree shipped to a GPU
+    machine) says which commit it is through LCAB_GIT_SHA."""
+    if os.environ.get("LCAB_GIT_SHA"):
+        return os.environ["LCAB_GIT_SHA"]
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
@@ -26,7 +31,9 @@ def git_sha() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    if len(sha) != 40:  # not a git checkout ("HEAD" comes back outside one)
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
 
 
 def environment(device: torch.device, kernel_versions: dict[str, str] | None = None) -> dict:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The paper's kernel study on one GPU (issue 6), resumable in slices:
+#   scripts/gpu_paper_kernels.sh [SECONDS]
+# 1. the numerics pass: every kernel x mask at 1K, fwd_bwd, verify=true  -> $DIR/verify.jsonl
+# 2. the timing sweep: +experiment=paper_kernels as written              -> $DIR/results.jsonl
+# Both resume from their store, so a slice cut off by SECONDS (default: no limit) continues
+# where it stopped when the script is run again. DIR defaults to outputs/paper_kernels.
+set -u
+dir=${LCAB_PK_DIR:-outputs/paper_kernels}
+limit=${1:-0}
+mkdir -p "$dir"
+left() { if [ "$limit" -gt 0 ]; then echo $((limit - SECONDS)); else echo 1000000; fi; }
+sweep() {  # name, overrides...
+  local name=$1 t
+  shift
+  t=$(left)
+  [ "$t" -gt 5 ] || return 0
+  echo "== $name ($t s left) $(date -u +%FT%TZ)"
+  timeout --signal=TERM "$t" python3 -m lcab.run -m +experiment=paper_kernels "$@" \
+    store="$dir/$name.jsonl" hydra.sweep.dir="$dir/sweeps/$name"
+  echo "== $name exit $? after $SECONDS s"
+}
+sweep verify seqlen=1k bench.mode=fwd_bwd bench.verify=true
+sweep results
