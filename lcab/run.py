@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from lcab import progress
 from lcab.config import ConfigError, register_configs
 from lcab.execute import now
-from lcab.launch import resolvers, run_cell, slurm, torchrun
+from lcab.launch import fast_compose, resolvers, run_cell, slurm, torchrun
 from lcab.launch.isolate import Deadline, run_with_timeout
 from lcab.launch.signals import Interrupted, interruptible
 from lcab.plan import Cell, plan_cell, world_size
@@ -25,6 +25,7 @@ from lcab.results.store import ResultStore
 
 register_configs()
 resolvers.register()
+fast_compose.install()  # a sweep composes each job from a cached one per group choice
 
 
 def _dirs() -> tuple[bool, str, str]:

@@ -152,6 +152,15 @@ def test_store_skips_truncated_tail_and_resume_rules(tmp_path):
     assert store.done("c", rerun_failed=False)
     assert not store.done("c", rerun_failed=True)
     assert not store.done("d", rerun_failed=False)
+    # The status index is read incrementally: the rest of the cut line, then a newer row for a.
+    with open(path, "a") as f:
+        f.write(json.dumps({"cell_id": "d", "status": "ok"})[10:] + "\n")
+    ResultStore(path).append(Result(cell_id="a", status="interrupted"))
+    assert store.done("d", rerun_failed=False)
+    assert not ResultStore(path).done("a", rerun_failed=False)  # the newest row wins
+    # A store replaced by a shorter file is read again from its start.
+    path.write_text(json.dumps({"cell_id": "e", "status": "ok"}) + "\n")
+    assert store.done("e", rerun_failed=False) and not store.done("c", rerun_failed=False)
 
 
 def test_above_peak_is_invalid_never_a_result():

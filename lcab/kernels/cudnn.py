@@ -5,6 +5,11 @@ ragged (THD) layout: per-document seq_len tensors + padding mask, and ragged off
 packed [T, H, D] buffers. Forward and backward graphs are built once in prepare(); the
 forward's stats (natural-log LSE, fp32, [B, H, S, 1] per sequence) feed the backward graph
 through a torch.autograd.Function, so the harness can call .backward() as on any kernel.
+
+CP steps (step_fns) take a sub-mask in local coordinates: one block, or block-diagonal blocks
+whose q and k pieces differ in length and offset, all under one band (varlen_args.CudnnLayout).
+They run the same graphs with separate Q and K/V offsets and seq_len tensors, bottom-right
+alignment where a block is wider than tall, and the step's LSE converted to and from stats.
 """
 
 from __future__ import annotations
@@ -18,21 +23,26 @@ from lcab.kernels.base import (
     Capabilities,
     Kernel,
     ShapeSpec,
+    StepFns,
     Unavailable,
     Unsupported,
     register,
     scale,
 )
+from lcab.kernels.sdpa_common import _empty_rows, _finite, _fix_empty
 from lcab.kernels.varlen_args import (
-    batched_doc_lens,
+    CudnnLayout,
+    batched_starts,
     bshd_dims,
-    cudnn_band,
+    cudnn_step_layout,
     express,
-    lse_from_padded,
-    padded_positions,
-    ragged_offsets,
+    layout_from_form,
+    lse_from_stats,
+    offsets_at,
     round_up,
     seq_lens_tensor,
+    stats_from_lse,
+    stats_rows,
     thd_dims,
 )
 from lcab.masks.slices import AttnMask
@@ -43,50 +53,55 @@ def _cudnn():
 
 
 class _Graphs:
-    """The forward and backward graphs of one (mask, shape), their fixed inputs and workspace."""
+    """The forward and backward graphs of one layout shape. Offsets and seq_len tensors are
+    execution-time inputs (a _Ragged), so one pair of graphs serves every layout with the same
+    sequence count, longest sequences and band (CP steps reuse them across sub-masks)."""
 
-    def __init__(self, cudnn, kernel: str, mask: AttnMask, form, shape: ShapeSpec, handle) -> None:
+    def __init__(
+        self, cudnn, label: str, layout: CudnnLayout, shape: ShapeSpec, handle, rag, persistent=True
+    ) -> None:
         self.cudnn = cudnn
         self.handle = handle
         self.device = torch.device(shape.device)
         b, hq, hkv, d = shape.batch, shape.heads_q, shape.heads_kv, shape.head_dim
-        s = mask.seqlen_q
-        self.batch = b
-        self.ragged = len(form.doc_lens) > 1
+        sq, sk = layout.seqlen_q, layout.seqlen_k
+        self.batch, self.seqlen_q = b, sq
+        self.ragged = layout.ragged
         io = {torch.bfloat16: cudnn.data_type.BFLOAT16, torch.float16: cudnn.data_type.HALF}[shape.dtype]
         self.io = io
-        left, right = cudnn_band(form.causal, form.window_left, form.window_right)
+        align = cudnn.diagonal_alignment
         self.band = {
-            "diagonal_alignment": cudnn.diagonal_alignment.TOP_LEFT,
-            "diagonal_band_left_bound": left,
-            "diagonal_band_right_bound": right,
+            "diagonal_alignment": align.BOTTOM_RIGHT if layout.bottom_right else align.TOP_LEFT,
+            "diagonal_band_left_bound": layout.left_bound,
+            "diagonal_band_right_bound": layout.right_bound,
         }
         self.attn_scale = scale(d)
         if self.ragged:
-            lens = batched_doc_lens(form.doc_lens, b)
-            self.n_seqs, self.max_s = len(lens), max(lens)
-            self.q_dims = thd_dims(self.n_seqs, hq, self.max_s, d)
-            self.kv_dims = thd_dims(self.n_seqs, hkv, self.max_s, d)
-            # int64 offsets from cuDNN 9.6 on (the frontend's own tests switch there).
-            off_dtype = torch.int64 if cudnn.backend_version() >= 90600 else torch.int32
-            self.q_off = ragged_offsets(lens, hq, d, off_dtype, self.device)
-            self.kv_off = ragged_offsets(lens, hkv, d, off_dtype, self.device)
-            self.seq_len = seq_lens_tensor(lens, self.device)
-            self.seq, self.pos = padded_positions(lens, self.device)
-            self.total = b * s
+            self.n_seqs = b * len(layout.q_lens)
+            self.max_q, max_k = max(layout.q_lens), max(layout.k_lens)
+            self.q_dims = thd_dims(self.n_seqs, hq, self.max_q, d)
+            self.kv_dims = thd_dims(self.n_seqs, hkv, max_k, d)
+            self.totals = (b * sq, b * sk)
         else:
-            self.n_seqs, self.max_s = b, s
-            self.q_dims = bshd_dims(b, s, hq, d)
-            self.kv_dims = bshd_dims(b, s, hkv, d)
-        self.stats_dims = ([self.n_seqs, hq, self.max_s, 1], [hq * self.max_s, self.max_s, 1, 1])
-        self.fwd, self.fwd_t = self._build_forward(kernel, mask)
+            self.n_seqs, self.max_q = b, sq
+            self.q_dims = bshd_dims(b, sq, hq, d)
+            self.kv_dims = bshd_dims(b, sk, hkv, d)
+        self.stats_dims = ([self.n_seqs, hq, self.max_q, 1], [hq * self.max_q, self.max_q, 1, 1])
+        self.rag = rag  # a sample of the execution-time tensors, for their descriptors
+        self.fwd, self.fwd_t = self._build_forward(label)
         self.bwd, self.bwd_t, self.bwd_error = None, None, None
         try:
-            self.bwd, self.bwd_t = self._build_backward(kernel, mask)
+            self.bwd, self.bwd_t = self._build_backward(label)
         except Unsupported as e:
             self.bwd_error = str(e)  # forward-only cells still run; backward raises this
         sizes = [self.fwd.get_workspace_size()] + ([self.bwd.get_workspace_size()] if self.bwd else [])
-        self.workspace = torch.empty(max(sizes), dtype=torch.uint8, device=self.device)
+        self.workspace_size = max(sizes)
+        # prepare() keeps its workspace; cached step graphs take one per call from torch's
+        # caching allocator, so graphs kept for later steps hold no device memory.
+        self.workspace = self._workspace() if persistent else None
+
+    def _workspace(self) -> torch.Tensor:
+        return torch.empty(self.workspace_size, dtype=torch.uint8, device=self.device)
 
     def _graph(self):
         c = self.cudnn
@@ -98,13 +113,13 @@ class _Graphs:
         )
 
     def _inputs(self, g, names_dims) -> dict:
-        """Descriptors for the packed operands, ragged where the mask has documents."""
+        """Descriptors for the packed operands, ragged where the layout has several sequences."""
         t = {}
         if self.ragged:
-            t["q_off"] = g.tensor_like(self.q_off, name="q_ragged_offset")
-            t["kv_off"] = g.tensor_like(self.kv_off, name="kv_ragged_offset")
-            t["seq_q"] = g.tensor_like(self.seq_len, name="seq_len_q")
-            t["seq_kv"] = g.tensor_like(self.seq_len, name="seq_len_kv")
+            t["q_off"] = g.tensor_like(self.rag.q_off, name="q_ragged_offset")
+            t["kv_off"] = g.tensor_like(self.rag.kv_off, name="kv_ragged_offset")
+            t["seq_q"] = g.tensor_like(self.rag.seq_q, name="seq_len_q")
+            t["seq_kv"] = g.tensor_like(self.rag.seq_kv, name="seq_len_kv")
         for name, (dims, strides), off in names_dims:
             x = g.tensor(name=name, dim=dims, stride=strides, data_type=self.io)
             if self.ragged:
@@ -117,7 +132,7 @@ class _Graphs:
             return {}
         return {"use_padding_mask": True, "seq_len_q": t["seq_q"], "seq_len_kv": t["seq_kv"]}
 
-    def _finish(self, g, kernel: str, mask: AttnMask, what: str) -> None:
+    def _finish(self, g, label: str, what: str) -> None:
         c = self.cudnn
         try:
             g.validate()
@@ -126,11 +141,9 @@ class _Graphs:
             g.check_support()
             g.build_plans()
         except c.cudnnGraphNotSupportedError as e:
-            raise Unsupported(
-                f"{kernel} cannot express {mask.name}: cuDNN has no {what} engine for it ({e})"
-            ) from e
+            raise Unsupported(f"{label}: cuDNN has no {what} engine for it ({e})") from e
 
-    def _build_forward(self, kernel: str, mask: AttnMask):
+    def _build_forward(self, label: str):
         c, g = self.cudnn, self._graph()
         t = self._inputs(
             g, [("q", self.q_dims, "q_off"), ("k", self.kv_dims, "kv_off"), ("v", self.kv_dims, "kv_off")]
@@ -151,10 +164,10 @@ class _Graphs:
         stats.set_output(True).set_data_type(c.data_type.FLOAT)
         stats.set_dim(self.stats_dims[0]).set_stride(self.stats_dims[1])
         t["o"], t["stats"] = o, stats
-        self._finish(g, kernel, mask, "forward")
+        self._finish(g, label, "forward")
         return g, t
 
-    def _build_backward(self, kernel: str, mask: AttnMask):
+    def _build_backward(self, label: str):
         c, g = self.cudnn, self._graph()
         t = self._inputs(
             g,
@@ -171,10 +184,11 @@ class _Graphs:
         )
         extra = {}
         if self.ragged:
-            # The frontend's samples size the backward workspace by the token total rounded to 64.
+            # The frontend's samples size the backward workspace by the token total rounded to
+            # 64; the buffers' token counts bound it even where rows between sequences are unused.
             extra = {
-                "max_total_seq_len_q": round_up(self.total, 64),
-                "max_total_seq_len_kv": round_up(self.total, 64),
+                "max_total_seq_len_q": round_up(self.totals[0], 64),
+                "max_total_seq_len_kv": round_up(self.totals[1], 64),
             }
         dq, dk, dv = g.sdpa_backward(
             name="sdpa_backward",
@@ -198,35 +212,40 @@ class _Graphs:
             if self.ragged:
                 grad.set_ragged_offset(t[off])
         t["dQ"], t["dK"], t["dV"] = dq, dk, dv
-        self._finish(g, kernel, mask, "backward")
+        self._finish(g, label, "backward")
         return g, t
 
-    def _fixed(self, t) -> dict:
-        if not self.ragged:
+    def _fixed(self, t, rag: _Ragged | None) -> dict:
+        if rag is None:
             return {}
         return {
-            t["q_off"]: self.q_off,
-            t["kv_off"]: self.kv_off,
-            t["seq_q"]: self.seq_len,
-            t["seq_kv"]: self.seq_len,
+            t["q_off"]: rag.q_off,
+            t["kv_off"]: rag.kv_off,
+            t["seq_q"]: rag.seq_q,
+            t["seq_kv"]: rag.seq_kv,
         }
 
     def _run(self, g, pack: dict) -> None:
         self.cudnn.set_stream(handle=self.handle, stream=torch.cuda.current_stream(self.device).cuda_stream)
-        g.execute(pack, self.workspace, handle=self.handle)
+        ws = self.workspace if self.workspace is not None else self._workspace()
+        g.execute(pack, ws, handle=self.handle)
 
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, rag: _Ragged | None):
         t = self.fwd_t
         o = torch.empty_like(q)
         stats = torch.empty(self.stats_dims[0], dtype=torch.float32, device=q.device)
-        self._run(self.fwd, {t["q"]: q, t["k"]: k, t["v"]: v, t["o"]: o, t["stats"]: stats, **self._fixed(t)})
+        pack = {t["q"]: q, t["k"]: k, t["v"]: v, t["o"]: o, t["stats"]: stats, **self._fixed(t, rag)}
+        self._run(self.fwd, pack)
         return o, stats
 
-    def backward(self, q, k, v, o, stats, do):
+    def backward(self, q, k, v, o, stats, do, rag: _Ragged | None):
         if self.bwd is None:
             raise Unsupported(self.bwd_error)
         t = self.bwd_t
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        # cuDNN writes only rows inside a sequence; rows in the gaps of a CP step get zeros.
+        gaps = rag is not None and rag.gaps
+        new = torch.zeros_like if gaps else torch.empty_like
+        dq, dk, dv = new(q), new(k), new(v)
         pack = {
             t["q"]: q,
             t["k"]: k,
@@ -237,22 +256,47 @@ class _Graphs:
             t["dQ"]: dq,
             t["dK"]: dk,
             t["dV"]: dv,
-            **self._fixed(t),
+            **self._fixed(t, rag),
         }
         self._run(self.bwd, pack)
         return dq, dk, dv
 
-    def lse(self, stats: torch.Tensor) -> torch.Tensor:
-        if self.ragged:
-            return lse_from_padded(stats, self.seq, self.pos, self.batch)
-        return stats.squeeze(-1)
+    def lse(self, stats: torch.Tensor, rag: _Ragged | None) -> torch.Tensor:
+        """cuDNN's stats (natural-log LSE of the scaled scores) as lcab's [B, H, Sq]."""
+        if rag is None:
+            return stats.squeeze(-1)
+        return lse_from_stats(stats, rag.rows, self.batch, self.seqlen_q)
+
+    def stats(self, lse: torch.Tensor, rag: _Ragged | None) -> torch.Tensor:
+        """lcab's [B, H, Sq] LSE back into the stats layout the backward graph reads."""
+        if rag is None:
+            return lse.float().unsqueeze(-1).contiguous()
+        return stats_from_lse(lse, rag.rows, self.n_seqs, self.max_q)
+
+
+class _Ragged:
+    """One layout's execution-time tensors: ragged offsets and seq_len for Q and K/V, and where
+    each query row's LSE sits in the padded stats. Built on CPU by varlen_args, then moved."""
+
+    def __init__(self, cudnn, layout: CudnnLayout, shape: ShapeSpec) -> None:
+        b, dev, d = shape.batch, shape.device, shape.head_dim
+        # int64 offsets from cuDNN 9.6 on (the frontend's own tests switch there).
+        off_dtype = torch.int64 if cudnn.backend_version() >= 90600 else torch.int32
+        sq, sk = layout.seqlen_q, layout.seqlen_k
+        qs, ks = batched_starts(layout.q_starts, sq, b), batched_starts(layout.k_starts, sk, b)
+        self.q_off = offsets_at(qs, b * sq, shape.heads_q, d, off_dtype, dev)
+        self.kv_off = offsets_at(ks, b * sk, shape.heads_kv, d, off_dtype, dev)
+        self.seq_q = seq_lens_tensor(layout.q_lens * b, dev)
+        self.seq_kv = seq_lens_tensor(layout.k_lens * b, dev)
+        self.rows = tuple(x.to(dev) for x in stats_rows(layout, b))
+        self.gaps = sum(layout.q_lens) < sq or sum(layout.k_lens) < sk
 
 
 class _CudnnAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, graphs):
-        o, stats = graphs.forward(q, k, v)
-        ctx.graphs = graphs
+    def forward(ctx, q, k, v, graphs, rag):
+        o, stats = graphs.forward(q, k, v, rag)
+        ctx.graphs, ctx.rag = graphs, rag
         ctx.save_for_backward(q, k, v, o, stats)
         ctx.mark_non_differentiable(stats)
         return o, stats
@@ -260,8 +304,8 @@ class _CudnnAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, _dstats):
         q, k, v, o, stats = ctx.saved_tensors
-        dq, dk, dv = ctx.graphs.backward(q, k, v, o, stats, do.contiguous())
-        return dq, dk, dv, None
+        dq, dk, dv = ctx.graphs.backward(q, k, v, o, stats, do.contiguous(), ctx.rag)
+        return dq, dk, dv, None, None
 
 
 @register
@@ -280,6 +324,9 @@ class Cudnn(Kernel):
 
     def __init__(self) -> None:
         self._handles: dict[int, object] = {}
+        # Step graphs by structure (ragged sequence count, longest sequences, band, shape): the
+        # offsets and seq_len tensors differ per sub-mask but are inputs at execution time.
+        self._step_graphs: dict[tuple, _Graphs | Unsupported] = {}
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         device = torch.device(device)
@@ -300,30 +347,85 @@ class Cudnn(Kernel):
         """The VarlenForm cuDNN runs, or Unsupported; needs neither the package nor a GPU."""
         return express(self.name, mask)
 
-    def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
-        form = self.expressed(mask)
-        ok, why = self.available(shape.device)
-        if not ok:
-            raise Unavailable(why)
-        cudnn = _cudnn()
+    def _handle(self, cudnn, shape: ShapeSpec):
         device = torch.device(shape.device)
         index = device.index if device.index is not None else torch.cuda.current_device()
         if index not in self._handles:
             with torch.cuda.device(index):
                 self._handles[index] = cudnn.create_handle()
-        graphs = _Graphs(cudnn, self.name, mask, form, shape, self._handles[index])
+        return self._handles[index]
+
+    def _cudnn_for(self, shape: ShapeSpec):
+        ok, why = self.available(shape.device)
+        if not ok:
+            raise Unavailable(why)
+        return _cudnn()
+
+    def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
+        form = self.expressed(mask)
+        cudnn = self._cudnn_for(shape)
+        layout = layout_from_form(form)
+        label = f"{self.name} cannot express {mask.name}"
+        rag = _Ragged(cudnn, layout, shape) if layout.ragged else None
+        graphs = _Graphs(cudnn, label, layout, shape, self._handle(cudnn, shape), rag)
 
         def fn(q, k, v):
-            out, stats = _CudnnAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), graphs)
-            return out, graphs.lse(stats)
+            out, stats = _CudnnAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), graphs, rag)
+            return out, graphs.lse(stats, rag)
 
-        left, right = cudnn_band(form.causal, form.window_left, form.window_right)
         fn.notes = {
             "mask_form": "ragged_thd+diagonal_band" if graphs.ragged else "diagonal_band",
-            "left_bound": left,
-            "right_bound": right,
+            "left_bound": layout.left_bound,
+            "right_bound": layout.right_bound,
             "cudnn_backend": cudnn.backend_version(),
         }
         if graphs.bwd_error:
             fn.notes["backward_unsupported"] = graphs.bwd_error
         return fn
+
+    def step_layout(self, mask: AttnMask, shape: ShapeSpec) -> CudnnLayout:
+        """The CudnnLayout of a CP step's sub-mask, or Unsupported; needs neither package nor GPU."""
+        self.check(mask, shape)
+        try:
+            return cudnn_step_layout(mask)
+        except Unsupported as e:
+            raise Unsupported(f"{self.name} cannot express CP step {mask.name}: {e}") from e
+
+    def _step_graphs_for(self, cudnn, mask: AttnMask, layout: CudnnLayout, shape: ShapeSpec, rag):
+        """Cached by structure; a structure cuDNN refused stays refused without a rebuild."""
+        n = (len(layout.q_lens), max(layout.q_lens), max(layout.k_lens)) if layout.ragged else ()
+        band = (layout.left_bound, layout.right_bound, layout.bottom_right)
+        key = (layout.ragged, n, layout.seqlen_q, layout.seqlen_k, band, shape)
+        if key not in self._step_graphs:
+            label = f"{self.name} cannot express CP step {mask.name} as {layout.describe()}"
+            try:
+                g = _Graphs(cudnn, label, layout, shape, self._handle(cudnn, shape), rag, persistent=False)
+                if g.bwd_error:  # a step needs both; Unsupported lets make_tiles cut it smaller
+                    raise Unsupported(g.bwd_error)
+                self._step_graphs[key] = g
+            except Unsupported as e:
+                self._step_graphs[key] = e
+        got = self._step_graphs[key]
+        if isinstance(got, Unsupported):
+            raise Unsupported(str(got))
+        return got
+
+    def step_fns(self, mask: AttnMask, shape: ShapeSpec) -> StepFns:
+        layout = self.step_layout(mask, shape)
+        cudnn = self._cudnn_for(shape)
+        rag = _Ragged(cudnn, layout, shape) if layout.ragged else None
+        graphs = self._step_graphs_for(cudnn, mask, layout, shape, rag)
+        empty = _empty_rows(mask)
+        empty = None if empty is None else empty.to(shape.device)
+
+        def fwd(q, k, v):
+            o, stats = graphs.forward(q.contiguous(), k.contiguous(), v.contiguous(), rag)
+            return _fix_empty(o, graphs.lse(stats, rag), empty)
+
+        def bwd(dout, q, k, v, out, lse):
+            # Rows that see no key (lse -inf) are in no sequence, or see only masked keys.
+            stats = graphs.stats(_finite(lse), rag)
+            c = [x.contiguous() for x in (q, k, v, out, dout)]
+            return graphs.backward(*c[:4], stats, c[4], rag)
+
+        return StepFns(fwd, bwd, f"{layout.describe()}, gqa native")
