@@ -35,6 +35,7 @@ def study(tmp_path_factory):
     anchored = copy.deepcopy(next(r for r in got if r["status"] == "ok"))
     anchored["cell_id"] = "anchored"
     anchored["config"].update(seqlen=32768, kernel={"name": "sdpa_cudnn"}, mask={"name": "full"})
+    anchored["metrics"]["n_docs"] = 7  # to see it carried into the table
     with store.open("a") as f:
         f.write(json.dumps(anchored) + "\n")
     out = tmp / "out"
@@ -58,6 +59,7 @@ def test_every_anchor_is_listed_with_its_ratio(study):
     hit = table[(table["lcab kernel"] == "sdpa_cudnn") & (table["mask"] == "full") & (table["mode"] == "fwd")]
     want = next(r for r in raw if r["cell_id"] == "anchored")["metrics"]["tflops"]
     assert list(hit["lcab"]) == pytest.approx([want, want])  # the paper's cudnn row and the raw row
+    assert list(hit["n_docs"]) == [7, 7]
     assert sorted(hit["ratio"]) == pytest.approx(sorted([want / 584.0, want / 610.0]))
     assert set(table[table["lcab kernel"] == "flash3"]["status"]) == {"not run"}
 

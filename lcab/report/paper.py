@@ -76,9 +76,7 @@ def anchor_table(cells: pd.DataFrame) -> pd.DataFrame:
                     "lcab": got,
                     "ratio": got / a.tflops if got is not None else None,
                     "status": status,
-                    "n_docs": getattr(r, "_asdict", lambda: {})().get("metrics.n_docs")
-                    if r is not None
-                    else None,
+                    "n_docs": r.get("metrics.n_docs") if r is not None else None,
                     "note": a.note,
                 }
             )
