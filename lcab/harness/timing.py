@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -82,13 +82,8 @@ class Schedule:
 
     @classmethod
     def from_bench(cls, b: dict) -> Schedule:
-        return cls(
-            warmup=b["warmup"],
-            iters=b["iters"],
-            budget_ms=b.get("budget_ms", 0.0),
-            min_iters=b.get("min_iters", 3),
-            max_spread=b.get("max_spread", 0.02),
-        )
+        # A bench dict without the adaptive keys (older rows, hand-made ones) gets the fixed protocol.
+        return cls(**{f.name: b[f.name] for f in fields(cls) if f.name in b})
 
     @property
     def adaptive(self) -> bool:
@@ -127,10 +122,11 @@ def measure_interleaved(
     for call in calls:
         call()  # first call: compilation, autotuning, handle creation
     warmup, iters = schedule.warmup, schedule.iters
+    probes = 0
     if schedule.adaptive:
         warmup, iters = schedule.sized(_probe_ms(calls, device))
-        warmup -= 1  # the probe was one warmup round
-    for _ in range(warmup):
+        probes = 1  # the probe round is one of the warmup rounds
+    for _ in range(warmup - probes):
         for call in calls:
             call()
     timed = _timed_rounds(calls, device, iters, l2_flush_mb, barrier)
@@ -140,7 +136,7 @@ def measure_interleaved(
         more = min(len(timed[0]), schedule.iters - len(timed[0]))
         extra = _timed_rounds(calls, device, more, l2_flush_mb, barrier)
         timed = [a + b for a, b in zip(timed, extra, strict=True)]
-    return [Timing(tuple(t), warmup=warmup + schedule.adaptive) for t in timed]
+    return [Timing(tuple(t), warmup=warmup) for t in timed]
 
 
 def _probe_ms(calls: list[Callable[[], object]], device: torch.device) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from lcab.report.load import load, measurable
-from lcab.report.tables import seqlen_text
+from lcab.report.tables import fmt, seqlen_text
 
 # The paper's kernel names -> lcab kernels that make the same library call (or the nearest).
 PAPER_KERNELS = {
@@ -28,9 +28,7 @@ PAPER_KERNELS = {
     "sdpa": ("sdpa",),
 }
 BANDS = (("up to 4K", 0, 4096), ("5K-16K", 4097, 16384), ("over 16K", 16385, 1 << 40))
-DENSE_FORMS = ("dense", "dense (math formula)")  # forms that compute every masked block too
 FLAG_BELOW = 0.5
-DIFF_ABOVE = 0.10
 
 
 def anchors() -> pd.DataFrame:
@@ -39,7 +37,7 @@ def anchors() -> pd.DataFrame:
 
 
 def _cells(df: pd.DataFrame) -> pd.DataFrame:
-    """Single-device cells, one per (kernel, mask, seqlen, mode), newest first-class row."""
+    """Single-device timing cells (no verify passes), the newest row per (kernel, mask, seqlen, mode)."""
     df = measurable(df)
     df = df[(df["cp"] == "none") & (df["world"] == 1)]
     if "config.bench.verify" in df:
@@ -92,8 +90,8 @@ def mask_vs_full(cells: pd.DataFrame) -> pd.DataFrame:
     for r in _records(ok[ok["mask"] != "full"]):
         base = full.get((r["kernel"], int(r["seqlen"]), r["mode"]))
         form = r.get("metrics.mask_form", "")
-        if base is None or form in DENSE_FORMS:
-            continue  # no full cell to compare with, or the mask is not native to the kernel
+        if base is None or form == "dense":
+            continue  # no full cell, or a dense mask (every masked block computed): not native
         frac = r["tflops"] / base
         rows.append(
             {
@@ -143,13 +141,7 @@ def which_kernel(cells: pd.DataFrame) -> pd.DataFrame:
 
 def _markdown(df: pd.DataFrame) -> str:
     def cell(v: object) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return ""
-        return (
-            f"{v:.2f}"
-            if isinstance(v, float) and abs(v) < 10
-            else (f"{v:.1f}" if isinstance(v, float) else str(v))
-        )
+        return fmt(v, 2 if isinstance(v, float) and abs(v) < 10 else 1)
 
     head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
     return head + "\n".join(
