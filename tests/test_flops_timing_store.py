@@ -100,7 +100,9 @@ def test_adaptive_schedule_sizes_a_slow_cell_down_to_min_iters():
 
 def test_adaptive_schedule_gives_a_fast_cell_budget_over_call_time_iters():
     call = _sleeper([2.0])  # 2 ms a call, budget 40 ms: about 20 calls, warmup about 5
-    t = measure(call, torch.device("cpu"), Schedule(warmup=10, iters=50, budget_ms=40.0, min_iters=3))
+    # max_spread=1: sleep jitter must not extend the count here (that rule has its own test)
+    schedule = Schedule(warmup=10, iters=50, budget_ms=40.0, min_iters=3, max_spread=1.0)
+    t = measure(call, torch.device("cpu"), schedule)
     assert 8 <= len(t.times_ms) <= 20  # sleep overshoots: never more than budget / 2 ms
     assert 2 <= t.warmup <= 5
 
