@@ -72,6 +72,7 @@ class BenchConfig:
     budget_ms: float = 0.0  # >0: size warmup/iters so timed calls take about this (harness/timing.py)
     min_iters: int = 3  # adaptive schedule: never fewer timed calls
     max_spread: float = 0.02  # adaptive schedule: time more calls while p20..p80 / p50 is above this
+    extend_ms: float = 0.0  # adaptive schedule: ...but only while all timed calls fit in this; 0 = no cap
     l2_flush: bool = True
     l2_flush_mb: int = 256
     verify: bool = False

@@ -117,6 +117,18 @@ def test_adaptive_schedule_times_more_calls_while_the_spread_is_high():
     assert len(fixed.times_ms) == 24 and fixed.warmup == 2
 
 
+def test_adaptive_extension_stops_at_extend_ms():
+    # Alternating 10 / 40 ms (spread stays high): budget 60 ms gives the floor of 3 calls (75 ms
+    # of timed calls on average); extend_ms=200 allows rounds only while the timed total stays
+    # within 200 ms, so far fewer than iters=24, yet more than the 3 of the first round.
+    call = _sleeper([10.0, 40.0])
+    s = Schedule(warmup=2, iters=24, budget_ms=60.0, min_iters=3, extend_ms=200.0)
+    t = measure(call, torch.device("cpu"), s)
+    assert 3 < len(t.times_ms) < 12
+    assert sum(t.times_ms) <= 200.0 * 1.3  # one round's estimate can overshoot by sleep jitter
+    assert t.spread > 0.02  # kept, and recorded, instead of timing on
+
+
 def test_peak_table_specific_first():
     assert peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
     assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.0

@@ -15,6 +15,8 @@ import time
 from lcab_cli import clean_env as env
 from lcab_cli import rows
 
+from lcab.launch.distributed import GROUP_UP
+
 CELL = ("seqlen=256", "kernel=sdpa_math", "bench.iters=2", "bench.warmup=1", "bench.l2_flush=false")
 
 
@@ -64,6 +66,16 @@ def test_slurm_two_tasks_per_cell_on_gloo(tmp_path, slurm):
     outs = sorted(p.name for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert len(outs) == 4, outs
     assert {o.rsplit("_", 2)[-2] for o in outs} == {"0", "1"}  # task (rank) 0 and 1 of each job
+
+
+def _wait(cond, timeout_s: float = 120.0, every_s: float = 0.2) -> bool:
+    """Polls cond() until it is true or timeout_s has passed; returns its last value."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(every_s)
+    return bool(cond())
 
 
 def _rank_pid(job_id: str, rank: int, e: dict) -> int | None:
@@ -117,29 +129,32 @@ def test_slurm_preemption_records_interrupted_and_the_requeued_job_finishes(tmp_
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    job, deadline = None, time.time() + 120
-    while job is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-        logs = list((tmp_path / "sweep" / ".submitit").rglob("*_0_log.out"))
-        if logs and "Loading pickle" in logs[0].read_text():
-            job = logs[0].name.split("_")[0]
-    assert job, proc.communicate(timeout=60)[1][-2000:]
-    time.sleep(4)  # into the cell
+    logs = tmp_path / "sweep" / ".submitit"
+
+    def in_cell() -> bool:
+        # Both tasks have logged that the process group is up, which each does inside its cell,
+        # where lcab's stop-signal handler is set: an earlier signal would reach submitit only.
+        outs = list(logs.rglob("*_log.out"))
+        return len(outs) == 2 and all(GROUP_UP in o.read_text() for o in outs)
+
+    started = _wait(lambda: in_cell() or proc.poll() is not None) and in_cell()
+    assert started, proc.communicate(timeout=60)[1][-2000:]
+    job = next(logs.rglob("*_0_log.out")).name.split("_")[0]
     # What a preempting scheduler (or the time limit) sends through submitit's --signal.
     subprocess.run(["scancel", "--signal=USR2", job], env=e, check=True)
-    while time.time() < deadline and not rows(store):
-        time.sleep(0.2)
+    _wait(lambda: bool(rows(store)))
     assert [r["status"] for r in rows(store)] == ["interrupted"], proc.communicate(timeout=60)[1][-3000:]
     assert rows(store)[0]["reason"] == "SIGUSR2 during the cell"
+
     # submitit requeued the job; Slurm holds a requeued job back a while: release it now.
-    while time.time() < deadline:
+    def held() -> bool:
         state = subprocess.run(
             ["squeue", "-h", "-j", job, "-o", "%T %r"], env=e, capture_output=True, text=True
         )
-        if "BeginTime" in state.stdout:
-            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], env=e, check=True)
-            break
-        time.sleep(0.2)
+        return "BeginTime" in state.stdout
+
+    if _wait(held):
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], env=e, check=True)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
     assert [r["status"] for r in rows(store)] == ["interrupted", "ok"]

@@ -47,17 +47,12 @@ def _merge(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: tor
     acc_l.copy_(new)
 
 
-_compiled_merge = None
-
-
 def merge_into(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:
-    """In place: (acc_o, acc_l) <- merge((acc_o, acc_l), (out, lse)). On CUDA the merge is one
-    compiled kernel: eager it is ~6 passes over an fp32 [B, S, H, D] buffer per ring step."""
-    global _compiled_merge
-    if acc_o.is_cuda:
-        if _compiled_merge is None:
-            # Static shapes: a ring has few distinct tile heights, and static kernels are faster.
-            _compiled_merge = torch.compile(_merge, dynamic=False)
-        _compiled_merge(acc_o, acc_l, out, lse)
+    """In place: (acc_o, acc_l) <- merge((acc_o, acc_l), (out, lse)). On CUDA an fp32 merge is
+    one Triton kernel (lcab/cp/merge_triton.py): eager it is ~6 passes over the fp32 buffer."""
+    if acc_o.is_cuda and acc_o.dtype == torch.float32:
+        from lcab.cp.merge_triton import merge_rows  # triton ships with every CUDA torch
+
+        merge_rows(acc_o, acc_l, out, lse)
     else:
         _merge(acc_o, acc_l, out, lse)

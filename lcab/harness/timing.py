@@ -71,14 +71,16 @@ class Schedule:
     """How many calls to make. budget_ms = 0: always `warmup` and `iters` (the paper's fixed
     protocol). budget_ms > 0: one probe call sizes the cell so that the timed calls take about
     budget_ms (between min_iters and iters) and warmup about a quarter of that (at least one
-    call); if the p20..p80 spread is then above max_spread, more calls are timed, up to iters.
-    Large, slow cells get few calls, small noisy ones many."""
+    call); if the p20..p80 spread is then above max_spread, more calls are timed, up to iters
+    and, when extend_ms > 0, only while all timed calls stay within extend_ms. Large, slow
+    cells get few calls, small noisy ones many."""
 
     warmup: int
     iters: int
     budget_ms: float = 0.0
     min_iters: int = 3
     max_spread: float = 0.02
+    extend_ms: float = 0.0
 
     @classmethod
     def from_bench(cls, b: dict) -> Schedule:
@@ -133,10 +135,21 @@ def measure_interleaved(
     while schedule.adaptive and len(timed[0]) < schedule.iters:
         if max(Timing(tuple(t)).spread for t in timed) <= schedule.max_spread:
             break
-        more = min(len(timed[0]), schedule.iters - len(timed[0]))
+        more = min(len(timed[0]), schedule.iters - len(timed[0]), _affordable(timed, schedule.extend_ms))
+        if more < 1:
+            break  # a slow noisy cell keeps its spread (recorded per row) rather than the GPU time
         extra = _timed_rounds(calls, device, more, l2_flush_mb, barrier)
         timed = [a + b for a, b in zip(timed, extra, strict=True)]
     return [Timing(tuple(t), warmup=warmup) for t in timed]
+
+
+def _affordable(timed: list[list[float]], extend_ms: float) -> int:
+    """How many more rounds fit in extend_ms of timed calls in all (0: no cap)."""
+    if extend_ms <= 0:
+        return 1 << 30
+    spent = sum(sum(t) for t in timed)
+    per_round = spent / len(timed[0])
+    return int((extend_ms - spent) // per_round) if per_round > 0 else 1 << 30
 
 
 def _probe_ms(calls: list[Callable[[], object]], device: torch.device) -> float:

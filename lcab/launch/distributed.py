@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import logging
 import os
 
 import torch
@@ -18,6 +19,9 @@ from lcab.plan import Cell
 from lcab.results.schema import Result, Status
 
 COLLECTIVE_TIMEOUT_S = float(os.environ.get("LCAB_COLLECTIVE_TIMEOUT_S", "120"))
+GROUP_UP = "process group up"  # logged once per process, when every rank has joined
+
+log = logging.getLogger(__name__)
 
 
 def _backend(cell: Cell) -> str:
@@ -135,6 +139,15 @@ def _ensure_group(cell: Cell) -> None:
     if cell.config["bench"]["device"] == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(_backend(cell), timeout=dt.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    log.info(
+        "%s: rank %d of %d, %s via %s:%s",
+        GROUP_UP,
+        dist.get_rank(),
+        dist.get_world_size(),
+        dist.get_backend(),
+        os.environ.get("MASTER_ADDR"),
+        os.environ.get("MASTER_PORT"),
+    )
     if not _INIT["done"]:
         atexit.register(_teardown)
         _INIT["done"] = True
