@@ -19,9 +19,11 @@ class ConfigError(ValueError):
 @dataclass
 class KernelConfig:
     name: str = "sdpa"
-    # FlexAttention: BlockMask tile and whether to torch.compile the kernel.
+    # FlexAttention: BlockMask tile, whether to torch.compile the kernel, and whether the compile
+    # is for symbolic sequence lengths (one compile per mask pattern instead of per pattern x seqlen).
     block_size: int = 128
     compile: bool = True
+    dynamic: bool = False
 
 
 @dataclass

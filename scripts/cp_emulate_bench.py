@@ -32,13 +32,19 @@ def main() -> int:
     ap.add_argument("--mode", default="fwd_bwd")
     ap.add_argument("--store", default="outputs/cp_emulate.jsonl")
     ap.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. bench.iters=10")
+    ap.add_argument(
+        "--only", default="", help="run only these cp[:shard] entries, e.g. double_ring,ring:balanced"
+    )
     a = ap.parse_args()
     per = int(a.tokens_per_rank.lower().rstrip("k")) * (
         1024 if a.tokens_per_rank.lower().endswith("k") else 1
     )
     seqlen = per * a.world
     root = Path(__file__).resolve().parents[1]
+    wanted = {w for w in a.only.split(",") if w}
     for cp, shard, extra in RUNS:
+        if wanted and cp not in wanted and f"{cp}:{shard}" not in wanted:
+            continue
         cmd = [
             sys.executable,
             "-m",

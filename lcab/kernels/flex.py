@@ -13,13 +13,13 @@ import torch
 from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, Unsupported, register, scale
 from lcab.masks.slices import AttnMask
 
-_COMPILED = None
+_COMPILED: dict[bool, object] = {}
 
 
-def _compiled_flex():
-    """One compiled flex_attention for the process; it recompiles per shape and per mask_mod."""
-    global _COMPILED
-    if _COMPILED is None:
+def _compiled_flex(dynamic: bool):
+    """One compiled flex_attention per process and `dynamic`. Static: it recompiles per shape
+    and per mask_mod (~7 s each with the backward, on an H100); dynamic: per mask_mod only."""
+    if dynamic not in _COMPILED:
         import torch._dynamo.config
         import torch._functorch.config
         from torch.nn.attention.flex_attention import flex_attention
@@ -33,8 +33,8 @@ def _compiled_flex():
         cfg.recompile_limit = max(cfg.recompile_limit, 512)
         if hasattr(cfg, "fail_on_recompile_limit_hit"):
             cfg.fail_on_recompile_limit_hit = True
-        _COMPILED = torch.compile(flex_attention, dynamic=False)
-    return _COMPILED
+        _COMPILED[dynamic] = torch.compile(flex_attention, dynamic=dynamic)
+    return _COMPILED[dynamic]
 
 
 class _ForwardOnly(torch.autograd.Function):
@@ -75,7 +75,8 @@ class Flex(Kernel):
         block = int(self.option("block_size", 128))
         compiled = bool(self.option("compile", True)) and device.type == "cuda"
         bm = block_mask(mask, block, device)
-        attend = _compiled_flex() if compiled else flex_attention
+        dynamic = bool(self.option("dynamic", False))
+        attend = _compiled_flex(dynamic) if compiled else flex_attention
         gqa = shape.heads_q != shape.heads_kv
         sm_scale = scale(shape.head_dim)
         on_cpu = device.type == "cpu"
@@ -99,4 +100,6 @@ class Flex(Kernel):
             return attention(q, k, v)
 
         fn.notes = {"mask_form": "block_mask", "block_size": block, "compiled": compiled}
+        if compiled:
+            fn.notes["dynamic_shapes"] = dynamic
         return fn

@@ -1,0 +1,69 @@
+"""What compiling FlexAttention costs a sweep, static vs dynamic shapes, and what it does to speed.
+
+Runs flex cells through lcab's real path (compose -> plan -> execute) in one process, in
+sweep order (seqlen, then fwd and bwd), and prints each cell's wall time (compile included)
+and TFLOPs/s. Run once per mode, each in a fresh process, so each pays its own compiles:
+
+    python scripts/flex_compile_check.py --dynamic false --masks full,causal_document --seqlens 8k,16k,24k,32k
+    python scripts/flex_compile_check.py --dynamic true  --masks full,causal_document --seqlens 8k,16k,24k,32k
+
+A cell that takes longer than --stall seconds dumps every thread's Python stack and exits:
+that is where a compile hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import sys
+import time
+
+from lcab.compose import compose_config
+from lcab.execute import execute
+from lcab.plan import plan_cell
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dynamic", choices=("true", "false"), required=True)
+    ap.add_argument("--masks", default="full,causal_document")
+    ap.add_argument("--seqlens", default="8k,16k,24k,32k")
+    ap.add_argument("--stall", type=float, default=150.0)
+    ap.add_argument("--extra", nargs="*", default=[])
+    a = ap.parse_args()
+    total = time.perf_counter()
+    for mask in a.masks.split(","):
+        for seqlen in a.seqlens.split(","):
+            for mode in ("fwd", "bwd"):
+                over = [
+                    "kernel=flex",
+                    f"kernel.dynamic={a.dynamic}",
+                    f"mask={mask}",
+                    f"seqlen={seqlen}",
+                    f"bench.mode={mode}",
+                    "shape=paper",
+                    "bench.budget_ms=150",
+                    "bench.iters=20",
+                    "bench.warmup=5",
+                    *a.extra,
+                ]
+                cell = plan_cell(compose_config(over))
+                faulthandler.dump_traceback_later(a.stall, exit=True, file=sys.stderr)
+                t0 = time.perf_counter()
+                res = execute(cell)
+                wall = time.perf_counter() - t0
+                faulthandler.cancel_dump_traceback_later()
+                m = res.metrics
+                print(
+                    f"dynamic={a.dynamic} {mask:16s} S={seqlen:>4s} {mode}: {res.status:5s} wall {wall:6.1f} s"
+                    f"  p50 {m.get('time_ms_p50', float('nan')):8.3f} ms"
+                    f"  {m.get('tflops', float('nan')):6.1f} TFLOPs/s  spread {m.get('time_spread', 0):.3f}"
+                    f"  {res.reason[:120]}",
+                    flush=True,
+                )
+    print(f"dynamic={a.dynamic}: all cells {time.perf_counter() - total:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
