@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The paper's kernel study on one GPU (issue 6), resumable in slices:
-#   scripts/gpu_paper_kernels.sh [SECONDS]
+#   scripts/gpu_paper_kernels.sh [SECONDS [OVERRIDES...]]
 # 1. the numerics pass: every kernel x mask at 1K, fwd_bwd, verify=true  -> $DIR/verify.jsonl
 # 2. the timing sweep: +experiment=paper_kernels as written              -> $DIR/results.jsonl
 # Both resume from their store, so a slice cut off by SECONDS (default: no limit) continues
 # where it stopped when the script is run again. DIR defaults to outputs/paper_kernels.
+# OVERRIDES go to both passes, e.g. kernel=flex to run one kernel's column.
 set -u
 dir=${LCAB_PK_DIR:-outputs/paper_kernels}
 limit=${1:-0}
+shift $(($# > 0 ? 1 : 0))
+extra=("$@")
 mkdir -p "$dir"
 left() { if [ "$limit" -gt 0 ]; then echo $((limit - SECONDS)); else echo 1000000; fi; }
 sweep() {  # name, overrides...
@@ -16,7 +19,7 @@ sweep() {  # name, overrides...
   t=$(left)
   [ "$t" -gt 5 ] || return 0
   echo "== $name ($t s left) $(date -u +%FT%TZ)"
-  timeout --signal=TERM "$t" python3 -m lcab.run -m +experiment=paper_kernels "$@" \
+  timeout --signal=TERM "$t" python3 -m lcab.run -m +experiment=paper_kernels "$@" "${extra[@]}" \
     store="$dir/$name.jsonl" hydra.sweep.dir="$dir/sweeps/$name"
   echo "== $name exit $? after $SECONDS s"
 }
