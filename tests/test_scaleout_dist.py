@@ -78,6 +78,13 @@ def _wait(cond, timeout_s: float = 120.0, every_s: float = 0.2) -> bool:
     return bool(cond())
 
 
+def _group_up(logs) -> bool:
+    """Both tasks have logged that the process group is up (every rank joined), which each does
+    inside its cell, where lcab's stop-signal handler is set."""
+    outs = list(logs.rglob("*_log.out"))
+    return len(outs) == 2 and all(GROUP_UP in o.read_text() for o in outs)
+
+
 def _rank_pid(job_id: str, rank: int, e: dict) -> int | None:
     """The pid of a job step's task with this global rank (scontrol listpids)."""
     out = subprocess.run(["scontrol", "listpids", job_id], env=e, capture_output=True, text=True).stdout
@@ -97,13 +104,12 @@ def test_slurm_dead_rank_ends_its_job_with_a_clear_error(tmp_path, slurm):
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    pid, deadline = None, time.time() + 120
-    while pid is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-        logs = list((tmp_path / "sweep" / ".submitit").rglob("*_1_log.out"))
-        if logs and "Loading pickle" in logs[0].read_text():
-            time.sleep(3)  # into the cell's timed loop
-            pid = _rank_pid(logs[0].name.split("_")[0], 1, e)
+    logs = tmp_path / "sweep" / ".submitit"
+    # Kill rank 1 only once every rank joined: earlier, rank 0 would wait in the rendezvous
+    # (up to its 120 s timeout) rather than see its peer go.
+    started = _wait(lambda: _group_up(logs) or proc.poll() is not None) and _group_up(logs)
+    assert started, proc.communicate(timeout=60)[1][-2000:]
+    pid = _rank_pid(next(logs.rglob("*_1_log.out")).name.split("_")[0], 1, e)
     assert pid, proc.communicate(timeout=60)[1][-2000:]
     os.kill(pid, signal.SIGKILL)
     t0 = time.time()
@@ -131,13 +137,9 @@ def test_slurm_preemption_records_interrupted_and_the_requeued_job_finishes(tmp_
     )
     logs = tmp_path / "sweep" / ".submitit"
 
-    def in_cell() -> bool:
-        # Both tasks have logged that the process group is up, which each does inside its cell,
-        # where lcab's stop-signal handler is set: an earlier signal would reach submitit only.
-        outs = list(logs.rglob("*_log.out"))
-        return len(outs) == 2 and all(GROUP_UP in o.read_text() for o in outs)
-
-    started = _wait(lambda: in_cell() or proc.poll() is not None) and in_cell()
+    # Signal only once both tasks are in their cells (GROUP_UP), where lcab's stop-signal
+    # handler is set: an earlier signal would reach submitit only.
+    started = _wait(lambda: _group_up(logs) or proc.poll() is not None) and _group_up(logs)
     assert started, proc.communicate(timeout=60)[1][-2000:]
     job = next(logs.rglob("*_0_log.out")).name.split("_")[0]
     # What a preempting scheduler (or the time limit) sends through submitit's --signal.

@@ -4,18 +4,25 @@ Writes, from the newest row per cell:
   anchors.md/.csv       every reference number of ANCHORS.md section 5 next to lcab's cell
                         (same kernel call, mask, S, mode) and the ratio lcab / reference
   mask_vs_full.md/.csv  each kernel's TFLOPs/s on a mask it expresses natively as a fraction of
-                        its own full-mask TFLOPs/s at the same S and mode (< 0.5 is flagged)
+                        its own full-mask TFLOPs/s at the same S and mode (< 0.5 is flagged),
+                        beside the mask's 128x128 tile occupancy (the most a tile-skipping
+                        kernel can reach: lcab/masks/tiles.py) and the fraction of that bound
   which_kernel.md/.csv  the fastest kernel per mask, seqlen band and mode, with its TFLOPs/s
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
+from lcab.config import MaskConfig
+from lcab.masks import build as build_mask
+from lcab.masks.tiles import tile_occupancy
 from lcab.report.load import load, measurable
 from lcab.report.tables import fmt, seqlen_text
 
@@ -29,6 +36,22 @@ PAPER_KERNELS = {
 }
 BANDS = (("up to 4K", 0, 4096), ("5K-16K", 4097, 16384), ("over 16K", 16385, 1 << 40))
 FLAG_BELOW = 0.5
+TILE = 128  # the query x key tile of cuDNN's and FlashAttention's Hopper kernels at d128
+
+
+@cache
+def _occupancy(mask_items: tuple, seqlen: int) -> float:
+    return tile_occupancy(build_mask(MaskConfig(**dict(mask_items)), seqlen), TILE)
+
+
+def tile_bound(r: dict) -> float | None:
+    """The row's mask rebuilt from its recorded config: 128x128 tile occupancy."""
+    keys = [f.name for f in fields(MaskConfig)]
+    items = {k: r.get(f"config.mask.{k}") for k in keys}
+    if items["name"] is None:
+        return None
+    items = {k: v for k, v in items.items() if v is not None and not (isinstance(v, float) and pd.isna(v))}
+    return _occupancy(tuple(sorted(items.items())), int(r["seqlen"]))
 
 
 def anchors() -> pd.DataFrame:
@@ -93,6 +116,7 @@ def mask_vs_full(cells: pd.DataFrame) -> pd.DataFrame:
         if base is None or form == "dense":
             continue  # no full cell, or a dense mask (every masked block computed): not native
         frac = r["tflops"] / base
+        bound = tile_bound(r)
         rows.append(
             {
                 "kernel": r["kernel"],
@@ -103,6 +127,8 @@ def mask_vs_full(cells: pd.DataFrame) -> pd.DataFrame:
                 "tflops": r["tflops"],
                 "full": base,
                 "fraction": frac,
+                "tile bound": bound,
+                "of bound": frac / bound if bound else None,
                 "flag": "below 0.5" if frac < FLAG_BELOW else "",
             }
         )

@@ -1,0 +1,43 @@
+"""Tile occupancy (the bound a tile-skipping kernel can reach on a mask) against the dense mask."""
+
+import pytest
+import torch
+
+from lcab.config import MaskConfig
+from lcab.masks import build
+from lcab.masks.registry import names
+from lcab.masks.tiles import tile_occupancy, touched_tiles
+
+
+def _dense_reference(mask, tile):
+    d = mask.dense()
+    sq, sk = d.shape
+    pq, pk = -sq % tile, -sk % tile
+    padded = torch.nn.functional.pad(d, (0, pk, 0, pq))
+    tiles = padded.reshape((sq + pq) // tile, tile, (sk + pk) // tile, tile).any(dim=3).any(dim=1)
+    rows = torch.full((tiles.shape[0],), tile)
+    rows[-1] = sq - tile * (tiles.shape[0] - 1)
+    cols = torch.full((tiles.shape[1],), tile)
+    cols[-1] = sk - tile * (tiles.shape[1] - 1)
+    pairs = (tiles * torch.outer(rows, cols)).sum().item()
+    return int(tiles.sum()), d.sum().item() / pairs
+
+
+@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("seqlen,tile", [(1024, 128), (1000, 64)])
+def test_tile_occupancy_matches_the_dense_mask(name, seqlen, tile):
+    cfg = MaskConfig(name=name, window=200, block=128, sparse_block=64)
+    mask = build(cfg, seqlen)
+    n_ref, occ_ref = _dense_reference(mask, tile)
+    assert touched_tiles(mask, tile) == n_ref
+    assert tile_occupancy(mask, tile) == pytest.approx(occ_ref, rel=1e-12)
+
+
+def test_tile_occupancy_known_values():
+    full = build(MaskConfig(name="full"), 1024)
+    assert tile_occupancy(full) == 1.0
+    causal = build(MaskConfig(name="causal"), 256)  # 3 of 4 tiles touched, 256*257/2 visible
+    assert tile_occupancy(causal) == pytest.approx(256 * 257 / 2 / (3 * 128 * 128))
+    # Causal window 1024 on 128-tiles: rows past the first window touch 9 tiles for 1024 keys.
+    swc = build(MaskConfig(name="sliding_window_causal", window=1024), 32768)
+    assert tile_occupancy(swc) == pytest.approx(1024 / 1152, abs=0.01)
