@@ -39,8 +39,11 @@ def test_triton_merge_kernel_equals_the_reference_merge_in_the_interpreter():
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "merge_check.py"
-    env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernel is decorated
+    root = Path(__file__).resolve().parents[1]
+    script = root / "scripts" / "merge_check.py"
+    # TRITON_INTERPRET is read when the kernel is decorated; PYTHONPATH: this checkout's lcab.
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, str(script), "--device", "cpu"], env=env, capture_output=True, text=True
     )
