@@ -76,3 +76,36 @@ def test_paper_kernels_runs_as_written_on_a_reduced_grid(tmp_path):
         # the schedule the row says it used is the one it timed
         assert m["iters"] == len(m["times_ms"]) and 3 <= m["iters"] <= 50
         assert 1 <= m["warmup"] <= 10
+
+
+def test_paper_cp_node_runs_as_written_on_cpu_ranks(tmp_path):
+    """The multi-GPU preset with its sweep narrowed to what 2 CPU ranks can run: weak scaling
+    resolves per cell (tokens per GPU x nproc), every cell is a real 2-process gloo job."""
+    store = tmp_path / "res.jsonl"
+    p = lcab_run(
+        tmp_path,
+        "-m",
+        "+experiment=paper_cp_node",
+        "kernel=torch",
+        "cp=ring,ulysses,torch_ring",
+        "mask=causal_document",
+        "cluster.nproc=2",
+        "seqlen=${lcab_per_gpu:64}",
+        "shape=small",
+        "bench.mode=fwd",
+        "bench.iters=2",
+        "bench.warmup=1",
+        "bench.device=cpu",
+        f"store={store}",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = {r["config"]["cp"]["name"]: r for r in rows(store)}
+    assert set(got) == {"ring", "ulysses", "torch_ring"}
+    for name in ("ring", "ulysses"):
+        r = got[name]
+        assert r["status"] == "ok", r["reason"]
+        assert r["config"]["seqlen"] == 128 and r["config"]["world"] == 2
+        assert len(r["metrics"]["rank_compute_ms"]) == 2
+    # PyTorch's ring needs CUDA SDPA ops: a recorded status with its reason, not a substitute
+    assert got["torch_ring"]["status"] == "unavailable"
+    assert "torch_ring needs CUDA" in got["torch_ring"]["reason"]
