@@ -53,6 +53,7 @@ class CPConfig:
     windows: int = 0  # double_ring window count; 0 = LoongTrain's rule
     groups: str = "mesh"  # mesh | megatron
     emulate: int = 0  # >0: run every rank's compute of world W on one device
+    busbw: bool = True  # after timing, each kind of collective alone: algbw / busbw per kind
 
 
 @dataclass

@@ -19,6 +19,9 @@ from lcab.config import (
 
 # Keys that say how or where a cell runs or is logged, not what is measured.
 _NOT_IDENTITY = ("logger", "store", "resume", "rerun_failed", "cluster")
+# Switches that add a measurement after the timed calls without changing them: a store made
+# before the switch existed still resumes.
+_NOT_IDENTITY_IN = {"cp": ("busbw",)}
 
 
 @dataclass(frozen=True)
@@ -63,5 +66,8 @@ def plan_cell(cfg: DictConfig) -> Cell:
     resolved["bench"]["device"] = device
     resolved["world"] = world_size(cfg)
     identity = {k: v for k, v in resolved.items() if k not in _NOT_IDENTITY}
+    for group, keys in _NOT_IDENTITY_IN.items():
+        if isinstance(identity.get(group), dict):
+            identity[group] = {k: v for k, v in identity[group].items() if k not in keys}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Cell(config=resolved, cell_id=digest)

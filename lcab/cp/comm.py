@@ -1,7 +1,8 @@
 """torch.distributed calls with per-rank accounting: bytes sent and collectives by kind.
 
 Each strategy talks through one Comm, so the record's bytes and counts are those of the code
-that ran. `EmulatedComm` counts the same calls without a process group (cp.emulate).
+that ran. Per kind it also keeps what lcab.cp.busbw needs to replay that collective in
+isolation: the operation, its group (and peers for a ring hop), dtype and buffer size.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 import torch.distributed as dist
@@ -21,16 +23,53 @@ def nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+class Op(StrEnum):
+    P2P = "p2p"  # one ring hop: send to the next rank while receiving from the previous
+    ALL_TO_ALL = "all_to_all"
+    ALL_GATHER = "all_gather"
+    REDUCE_SCATTER = "reduce_scatter"
+    ALL_REDUCE = "all_reduce"
+
+
+@dataclass
+class KindInfo:
+    """How one kind of call talks. `size_bytes` sums nccl-tests' "size" of each call (p2p: the
+    sent buffer; all_to_all: the buffer; all_gather: the output; reduce_scatter: the input),
+    the quantity its algbw divides by time."""
+
+    op: Op
+    group_size: int
+    dtype: torch.dtype
+    size_bytes: int = 0
+    group: object = field(default=None, repr=False, compare=False)  # not picklable in general
+    peers: tuple[int, int] | None = None  # p2p: (to, from) global ranks
+
+
 @dataclass
 class CommStats:
     bytes_sent: int = 0
     calls: Counter = field(default_factory=Counter)  # kind -> count
+    bytes_by_kind: Counter = field(default_factory=Counter)  # kind -> bytes this rank sent
+    kinds: dict[str, KindInfo] = field(default_factory=dict)  # kinds that went through Comm
     wait_s: float = 0.0  # host time blocked in waits (exposed comm on CPU)
 
     def reset(self) -> None:
         self.bytes_sent = 0
         self.calls = Counter()
+        self.bytes_by_kind = Counter()
+        self.kinds = {}
         self.wait_s = 0.0
+
+    def record(self, kind: str, op: Op, group, sent: int, buf: torch.Tensor, peers=None) -> None:
+        """One call of `kind` that sent `sent` bytes; `buf` is the tensor nccl-tests sizes it by."""
+        self.bytes_sent += sent
+        self.calls[kind] += 1
+        self.bytes_by_kind[kind] += sent
+        info = self.kinds.get(kind)
+        if info is None:
+            info = KindInfo(op, dist.get_world_size(group), buf.dtype, group=group, peers=peers)
+            self.kinds[kind] = info
+        info.size_bytes += nbytes(buf)
 
 
 class Handle:
@@ -51,15 +90,13 @@ class Comm:
 
     def exchange(self, send: torch.Tensor, recv: torch.Tensor, to: int, frm: int, group, kind: str) -> Handle:
         """Send `send` to global rank `to` while receiving `recv` from `frm` (one ring hop)."""
-        self.stats.bytes_sent += nbytes(send)
-        self.stats.calls[kind] += 1
+        self.stats.record(kind, Op.P2P, group, nbytes(send), send, peers=(to, frm))
         ops = [dist.P2POp(dist.isend, send, to, group=group), dist.P2POp(dist.irecv, recv, frm, group=group)]
         return Handle(dist.batch_isend_irecv(ops), self.stats)
 
     def all_gather(self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_gather") -> None:
         w = dist.get_world_size(group)
-        self.stats.bytes_sent += nbytes(inp) * (w - 1)
-        self.stats.calls[kind] += 1
+        self.stats.record(kind, Op.ALL_GATHER, group, nbytes(inp) * (w - 1), out)
         t0 = time.perf_counter()
         _all_gather(out, inp, group=group)
         self.stats.wait_s += time.perf_counter() - t0
@@ -68,16 +105,14 @@ class Comm:
         self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "reduce_scatter"
     ) -> None:
         w = dist.get_world_size(group)
-        self.stats.bytes_sent += nbytes(inp) * (w - 1) // w
-        self.stats.calls[kind] += 1
+        self.stats.record(kind, Op.REDUCE_SCATTER, group, nbytes(inp) * (w - 1) // w, inp)
         t0 = time.perf_counter()
         _reduce_scatter(out, inp, group=group)
         self.stats.wait_s += time.perf_counter() - t0
 
     def all_to_all(self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_to_all") -> None:
         w = dist.get_world_size(group)
-        self.stats.bytes_sent += nbytes(inp) * (w - 1) // w
-        self.stats.calls[kind] += 1
+        self.stats.record(kind, Op.ALL_TO_ALL, group, nbytes(inp) * (w - 1) // w, inp)
         t0 = time.perf_counter()
         dist.all_to_all_single(out, inp, group=group)
         self.stats.wait_s += time.perf_counter() - t0

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from lcab.config import ConfigError, MaskConfig
 from lcab.cp import base as strategies
+from lcab.cp import busbw
 from lcab.cp.base import ComputeTimer, RankPlan, RunCtx, Strategy, Topology
 from lcab.cp.comm import Comm
 from lcab.cp.groups import family, megatron_groups, mesh_groups
@@ -205,11 +206,14 @@ def _measure(cell: Cell, p: Prepared, device: torch.device) -> dict | None:
     compute_ms = run.timer.total_ms() / (n_inst + 1)  # measure() makes one untimed first call
     stats = run.comm.stats
     calls = {k: v / (n_inst + 1) for k, v in stats.calls.items()}
+    # After every timed call, so the probe's traffic overlaps none of them; collective.
+    coll_bw = busbw.probe(stats, device) if c["cp"].get("busbw", True) else None
     mine = {
         "times_ms": list(timing.times_ms),
         "inst_ms": inst.p50,
         "compute_ms": compute_ms,
         "bytes_sent": stats.bytes_sent / (n_inst + 1),
+        "bytes_by_kind": {k: v / (n_inst + 1) for k, v in stats.bytes_by_kind.items()},
         "calls": calls,
         "collectives": sum(calls.values()),
         "host_wait_ms": stats.wait_s * 1e3 / (n_inst + 1),
@@ -233,6 +237,9 @@ def _measure(cell: Cell, p: Prepared, device: torch.device) -> dict | None:
     metrics["rank_bytes_sent"] = [e["bytes_sent"] for e in every]
     metrics["rank_collectives"] = [e["collectives"] for e in every]
     metrics["rank_calls"] = [e["calls"] for e in every]
+    metrics["rank_bytes_by_kind"] = [e["bytes_by_kind"] for e in every]
+    if coll_bw is not None:
+        metrics["coll_busbw"] = coll_bw
     metrics["rank_peak_mem_gib"] = [e["peak_mem_gib"] for e in every]
     metrics["rank_peak_rss_gib"] = [e["peak_rss_gib"] for e in every]
     metrics["peak_mem_gib"] = (
