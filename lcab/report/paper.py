@@ -175,18 +175,24 @@ def _markdown(df: pd.DataFrame) -> str:
     )
 
 
+def save(frames: dict[str, pd.DataFrame], out: Path) -> dict[str, pd.DataFrame]:
+    """Each table as NAME.csv and NAME.md under out; prints where each went."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        frame.to_csv(out / f"{name}.csv", index=False)
+        (out / f"{name}.md").write_text(_markdown(frame) + "\n", encoding="utf-8")
+        print(f"{name}: {len(frame)} rows -> {out / name}.md")
+    return frames
+
+
 def write(paths: list[str], out: Path) -> dict[str, pd.DataFrame]:
     cells = _cells(load(paths))
-    out.mkdir(parents=True, exist_ok=True)
     frames = {
         "anchors": anchor_table(cells),
         "mask_vs_full": mask_vs_full(cells),
         "which_kernel": which_kernel(cells),
     }
-    for name, frame in frames.items():
-        frame.to_csv(out / f"{name}.csv", index=False)
-        (out / f"{name}.md").write_text(_markdown(frame) + "\n", encoding="utf-8")
-    return frames
+    return save(frames, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("paths", nargs="+", help="result stores (files, dirs or globs)")
     ap.add_argument("--out", default="outputs/report/paper")
     a = ap.parse_args(argv)
-    frames = write(a.paths, Path(a.out))
-    for name, frame in frames.items():
-        print(f"{name}: {len(frame)} rows -> {Path(a.out) / name}.md")
+    write(a.paths, Path(a.out))
     return 0
 
 

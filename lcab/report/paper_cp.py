@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from lcab.report.load import load, measurable
-from lcab.report.paper import _markdown
+from lcab.report.paper import save
 from lcab.report.tables import seqlen_text
 
 # The paper's strategy names -> lcab's cp= (the data file names both; this is the same map).
@@ -297,17 +297,13 @@ def write(paths: list[str], out: Path, emulated: list[str] | tuple = ()) -> dict
     df = load(paths)
     cells = real_cells(df)
     emu = emulated_cells(load([*paths, *emulated]) if emulated else df)
-    out.mkdir(parents=True, exist_ok=True)
     frames = {
         "anchors": anchor_table(cells),
         "strategies": strategies(cells),
         "vs_single": vs_single(cells, single_cells(df)),
         "vs_emulated": vs_emulated(cells, emu),
     }
-    for name, frame in frames.items():
-        frame.to_csv(out / f"{name}.csv", index=False)
-        (out / f"{name}.md").write_text(_markdown(frame) + "\n", encoding="utf-8")
-    return frames
+    return save(frames, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,9 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default="outputs/report/paper_cp")
     a = ap.parse_args(argv)
-    frames = write(a.paths, Path(a.out), a.emulated)
-    for name, frame in frames.items():
-        print(f"{name}: {len(frame)} rows -> {Path(a.out) / name}.md")
+    write(a.paths, Path(a.out), a.emulated)
     return 0
 
 
