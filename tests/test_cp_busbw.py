@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from lcab_cli import lcab_run, rows
 from test_cp_cli import FAST
-from test_cp_matrix import pools  # noqa: F401  (one gloo pool per world, reused)
 
 from lcab.cp.base import ComputeTimer, RunCtx
 from lcab.cp.busbw import bus_factor
@@ -68,7 +67,7 @@ def run_cells(configs: list[dict]) -> list:
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_ring_bytes_per_kind_are_kv_block_sizes(pools, world):  # noqa: F811
+def test_ring_bytes_per_kind_are_kv_block_sizes(pools, world):
     seqlen, hkv, d = 128, 2, 16
     cfg = case_config("ring", seqlen=seqlen, world=world, heads=(4, hkv), head_dim=d, dtype="fp32")
     every = pools(world).run(comm_stats, cfg, timeout_s=300)
@@ -86,7 +85,7 @@ def test_ring_bytes_per_kind_are_kv_block_sizes(pools, world):  # noqa: F811
             assert to != r and frm != r
 
 
-def test_probe_reports_collectives_and_can_be_switched_off(pools):  # noqa: F811
+def test_probe_reports_collectives_and_can_be_switched_off(pools):
     w = 4
     kw = {"world": w, "heads": (8, 4), "dtype": "fp32", "mode": "fwd_bwd"}
     cfgs = [case_config(n, **kw) for n in ("ring_allgather", "ulysses")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from lcab.cp.selfcheck import case_config, check_cases
-from lcab.launch.pool import LocalPool
 
 MASKS = [
     "full",
@@ -23,23 +22,6 @@ MASKS = [
 SHARDS = ["contiguous", "zigzag", "doc_zigzag", "balanced"]
 # Odd lengths: chunk sizes and documents not divisible by the degree (split + trailing pad).
 SEQLEN = {2: 131, 4: 131, 8: 67}
-
-
-@pytest.fixture(scope="module")
-def pools():
-    made: dict[int, LocalPool] = {}
-
-    def get(world: int) -> LocalPool:
-        if world not in made or not made[world].alive:
-            for p in made.values():  # one pool at a time on a 2-core machine
-                p.close()
-            made.clear()
-            made[world] = LocalPool(world, "gloo", "cpu", timeout_s=120)
-        return made[world]
-
-    yield get
-    for p in made.values():
-        p.close()
 
 
 def _run(pools, world: int, cases: list[dict]) -> list:

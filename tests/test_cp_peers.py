@@ -19,28 +19,10 @@ import torch
 import torch.distributed as dist
 
 from lcab.cp.selfcheck import case_config, check_cases
-from lcab.launch.pool import LocalPool
 
 pytest.importorskip("yunchang")
 ROOT = Path(__file__).resolve().parents[1]
 DEGREES = {2: [(2, 1), (1, 2)], 4: [(2, 2)]}
-
-
-@pytest.fixture(scope="module")
-def pools():
-    made: dict[int, LocalPool] = {}
-
-    def get(world: int) -> LocalPool:
-        if world not in made or not made[world].alive:
-            for p in made.values():
-                p.close()
-            made.clear()
-            made[world] = LocalPool(world, "gloo", "cpu", timeout_s=120)
-        return made[world]
-
-    yield get
-    for p in made.values():
-        p.close()
 
 
 def gathered_outputs(configs: list[dict]) -> list:

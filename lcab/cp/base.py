@@ -23,6 +23,7 @@ from lcab.cp.comm import Comm
 from lcab.cp.sharding import Shard
 from lcab.cp.submask import Run, submask
 from lcab.kernels.base import Kernel, ShapeSpec, StepFns, Unsupported
+from lcab.masks.forms import full_or_causal
 from lcab.masks.slices import AttnMask
 
 
@@ -240,6 +241,14 @@ def check_heads(ulysses: int, shape: ShapeSpec) -> int:
     if ulysses % shape.heads_kv == 0:
         return ulysses // shape.heads_kv
     raise ConfigError(f"ulysses degree {ulysses} does not divide {shape.heads_kv} kv heads")
+
+
+def full_or_causal_only(mask: AttnMask, strategy: str, why: str = "") -> str:
+    """'full' or 'causal' for a peer that takes only those (a flag, no mask), else Unsupported."""
+    kind = full_or_causal(mask)
+    if kind is None:
+        raise Unsupported(f"{strategy} takes only causal/full masks{why}: {mask.name}")
+    return kind
 
 
 def degree(value: int, default: int) -> int:

@@ -23,10 +23,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, degree, register
+from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, degree, full_or_causal_only, register
 from lcab.cp.sharding import Shard
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
-from lcab.masks.forms import full_or_causal
 from lcab.masks.slices import AttnMask
 
 CPU_REASON = (
@@ -98,13 +97,6 @@ def _pin(backend: str | None):
     return sdpa_kernel([getattr(SDPBackend, backend)])
 
 
-def _mask_kind(mask: AttnMask) -> str:
-    kind = full_or_causal(mask)
-    if kind is None:
-        raise Unsupported(f"torch_ring takes only causal/full masks (SDPA is_causal): {mask.name}")
-    return kind
-
-
 @register
 class TorchRing(Strategy):
     name = "torch_ring"
@@ -123,7 +115,7 @@ class TorchRing(Strategy):
     def plan(
         self, mask: AttnMask, shard: Shard, topo: Topology, kernel: Kernel, shape: ShapeSpec
     ) -> RankPlan:
-        kind = _mask_kind(mask)
+        kind = full_or_causal_only(mask, self.name, " (SDPA is_causal)")
         if kernel.name not in BACKENDS:
             raise Unsupported(
                 f"torch_ring runs PyTorch SDPA: kernel {' / '.join(BACKENDS)}, not {kernel.name}"

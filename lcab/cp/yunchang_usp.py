@@ -32,13 +32,21 @@ import torch
 import torch.distributed as dist
 
 from lcab.config import ConfigError
-from lcab.cp.base import Degrees, RankPlan, RunCtx, StepCache, Strategy, Topology, register
+from lcab.cp.base import (
+    Degrees,
+    RankPlan,
+    RunCtx,
+    StepCache,
+    Strategy,
+    Topology,
+    full_or_causal_only,
+    register,
+)
 from lcab.cp.comm import CommStats, nbytes
 from lcab.cp.sharding import Shard, _finish
 from lcab.cp.ulysses import local_shape
 from lcab.cp.usp import Usp
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
-from lcab.masks.forms import full_or_causal
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 # lcab kernel name -> yunchang AttnType name (its own kernels); other kernels run as "lcab".
@@ -201,13 +209,6 @@ def yunchang_layout(kind: str, seqlen: int, topo: Topology) -> Shard:
     return _finish("yunchang_zigzag", seqlen, ranges, {"split": "even"})
 
 
-def mask_kind(mask: AttnMask) -> str:
-    kind = full_or_causal(mask)
-    if kind is None:
-        raise Unsupported(f"yunchang_usp takes only causal/full masks: {mask.name}")
-    return kind
-
-
 @register
 class YunchangUsp(Strategy):
     name = "yunchang_usp"
@@ -231,7 +232,7 @@ class YunchangUsp(Strategy):
     ) -> RankPlan:
         from yunchang.kernels import AttnType
 
-        kind = mask_kind(mask)
+        kind = full_or_causal_only(mask, self.name)
         if shard.name not in ("contiguous", "zigzag"):
             raise Unsupported(
                 f"yunchang_usp lays tokens out its own way: cp.shard contiguous or zigzag, not {shard.name}"
