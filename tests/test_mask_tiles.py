@@ -6,7 +6,7 @@ import torch
 from lcab.config import MaskConfig
 from lcab.masks import build
 from lcab.masks.registry import names
-from lcab.masks.tiles import tile_occupancy, touched_tiles
+from lcab.masks.tiles import tile_counts, tile_occupancy, touched_tiles
 
 
 def _dense_reference(mask, tile):
@@ -41,3 +41,15 @@ def test_tile_occupancy_known_values():
     # Causal window 1024 on 128-tiles: rows past the first window touch 9 tiles for 1024 keys.
     swc = build(MaskConfig(name="sliding_window_causal", window=1024), 32768)
     assert tile_occupancy(swc) == pytest.approx(1024 / 1152, abs=0.01)
+
+
+@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("seqlen,tile", [(1000, 64), (777, 128)])
+def test_tile_counts_match_the_dense_mask(name, seqlen, tile):
+    mask = build(MaskConfig(name=name, window=200, block=128, sparse_block=64), seqlen)
+    d = mask.dense().to(torch.int64)
+    pad = -seqlen % tile
+    padded = torch.nn.functional.pad(d, (0, pad, 0, pad))
+    n = (seqlen + pad) // tile
+    ref = padded.reshape(n, tile, n, tile).sum(dim=(1, 3))
+    assert torch.equal(torch.from_numpy(tile_counts(mask, tile)), ref)

@@ -259,3 +259,22 @@ def test_mask_yaml_composes(path):
             assert cfg.window == 1024
     mask = build(cfg, 1000)
     assert mask.name == expected and mask.area == int(mask.dense().count_nonzero())
+
+
+@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("seqlen,bs", [(1024, 128), (768, 64)])
+def test_block_mask_equals_torchs_create_block_mask(name, seqlen, bs):
+    """lcab builds the BlockMask from exact tile counts; torch's create_block_mask evaluates
+    mask_mod on every pair (eager). Both must give the same blocks, both directions."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    mask = build(MaskConfig(name=name, window=200, block=128, sparse_block=64), seqlen)
+    ours = block_mask(mask, bs)
+    ref = create_block_mask(mask_mod(mask), None, None, seqlen, seqlen, device="cpu", BLOCK_SIZE=bs)
+    for attr in ("kv", "full_kv", "q", "full_q"):
+        n, i = getattr(ours, f"{attr}_num_blocks"), getattr(ours, f"{attr}_indices")
+        n_ref, i_ref = getattr(ref, f"{attr}_num_blocks"), getattr(ref, f"{attr}_indices")
+        assert torch.equal(n, n_ref), attr
+        for row in range(n.shape[-1]):
+            k = int(n[0, 0, row])
+            assert torch.equal(i[0, 0, row, :k], i_ref[0, 0, row, :k]), (attr, row)

@@ -15,9 +15,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask
+from torch.nn.attention.flex_attention import BlockMask
 
 from lcab.masks.slices import AttnMask, SliceType
+from lcab.masks.tiles import tile_counts, tile_sizes
 
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 MAX_INTERVALS = 4
@@ -83,32 +84,50 @@ def mask_mod_kind(mask: AttnMask) -> str:
     return "intervals" if mask.row_intervals.max_intervals <= MAX_INTERVALS else "dense"
 
 
-def block_mask(
-    mask: AttnMask,
-    block_size: int = 128,
-    device: torch.device | str = "cpu",
-    compile: bool | None = None,
-) -> BlockMask:
+def block_mask(mask: AttnMask, block_size: int = 128, device: torch.device | str = "cpu") -> BlockMask:
     """The mask's BlockMask (B = H = None: shared by every batch row and head).
 
-    Cached per (mask, block size, device), so a sweep over kernels or repeats builds it once;
-    masks compare by their slices, so two cells with the same mask share it. compile=None
-    compiles on CUDA only: eager construction materializes S_q x S_k bools, fine on CPU test
-    sizes, too much at 64K+ on a GPU.
+    Built from the mask's exact per-tile pair counts (lcab.masks.tiles), not by evaluating
+    mask_mod on a grid: a tile is full when every in-range pair is visible, partial when some
+    are, absent when none are, which is what torch's create_block_mask computes. Its compiled
+    version cost 5 s to 230 s of inductor time per (mask_mod, seqlen) on an H100 (LLVM on one
+    reduction kernel; docs/results/h100/paper_kernels/logs), its eager one materialises S^2 bools.
+    Cached per (mask, block size, device): masks compare by their slices, so cells with the same
+    mask share one.
     """
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    if compile is None:
-        compile = dev.type == "cuda"
-    return _block_mask(mask, int(block_size), str(dev), bool(compile))
+    return _block_mask(mask, int(block_size), str(dev))
 
 
 @lru_cache(maxsize=32)
-def _block_mask(mask: AttnMask, block_size: int, device: str, compile: bool) -> BlockMask:
-    build = torch.compile(create_block_mask) if compile else create_block_mask
-    return build(
-        mask_mod(mask, device), None, None, mask.seqlen_q, mask.seqlen_k, device=device, BLOCK_SIZE=block_size
+def _block_mask(mask: AttnMask, block_size: int, device: str) -> BlockMask:
+    counts = tile_counts(mask, block_size)
+    pairs = np.outer(tile_sizes(mask.seqlen_q, block_size), tile_sizes(mask.seqlen_k, block_size))
+    full = counts == pairs
+    partial = (counts > 0) & ~full
+    kv_num, kv_idx = _ordered(partial, device)
+    full_num, full_idx = _ordered(full, device)
+    return BlockMask.from_kv_blocks(
+        kv_num,
+        kv_idx,
+        full_num,
+        full_idx,
+        BLOCK_SIZE=block_size,
+        mask_mod=mask_mod(mask, device),
+        seq_lengths=(mask.seqlen_q, mask.seqlen_k),
+    )
+
+
+def _ordered(blocks: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A BlockMask row layout: per query tile, the number of set key tiles and all key tile
+    indices with the set ones first, ascending ([1, 1, q tiles] and [1, 1, q tiles, k tiles])."""
+    num = blocks.sum(axis=1).astype(np.int32)
+    idx = np.argsort(~blocks, axis=1, kind="stable").astype(np.int32)
+    return (
+        torch.from_numpy(num)[None, None].to(device),
+        torch.from_numpy(idx)[None, None].contiguous().to(device),
     )
 
 

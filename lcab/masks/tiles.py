@@ -14,33 +14,45 @@ import numpy as np
 from lcab.masks.slices import AttnMask
 
 
+def tile_counts(mask: AttnMask, tile: int) -> np.ndarray:
+    """[query tiles, key tiles] int64: the visible (q, k) pairs in each tile, exact.
+
+    Per row, the visible keys left of a key-tile edge x are sum_j clip(x - lo_j, 0, hi_j - lo_j)
+    over the row's intervals; differences across edges give the row's count per key tile, and
+    rows add up per query tile. Done in chunks of whole query tiles (~4M values each)."""
+    ri = mask.row_intervals
+    sq, sk = mask.seqlen_q, mask.seqlen_k
+    nq, nk = -(-sq // tile), -(-sk // tile)
+    edges = np.minimum(np.arange(nk + 1, dtype=np.int64) * tile, sk)[None, :, None]
+    lengths = np.maximum(ri.hi - ri.lo, 0)
+    out = np.zeros((nq, nk), dtype=np.int64)
+    step = tile * max(1, (1 << 22) // (tile * (nk + 1) * ri.max_intervals))
+    for r0 in range(0, sq, step):
+        r1 = min(sq, r0 + step)
+        left = np.clip(edges - ri.lo[r0:r1, None, :], 0, lengths[r0:r1, None, :]).sum(axis=2)
+        out[r0 // tile : -(-r1 // tile)] = np.add.reduceat(
+            np.diff(left, axis=1), np.arange(0, r1 - r0, tile), axis=0
+        )
+    return out
+
+
+def tile_sizes(n: int, tile: int) -> np.ndarray:
+    """Sizes of the tiles covering n positions (only the last can be short)."""
+    sizes = np.full(-(-n // tile), tile, dtype=np.int64)
+    sizes[-1] = n - tile * (len(sizes) - 1)
+    return sizes
+
+
 def touched_tiles(mask: AttnMask, tile: int) -> int:
     """Number of (query tile, key tile) pairs with at least one visible pair."""
-    return int(_touched_table(mask, tile).sum())
+    return int((tile_counts(mask, tile) > 0).sum())
 
 
 def tile_occupancy(mask: AttnMask, tile: int = 128) -> float:
     """Visible pairs / pairs in the touched tiles (edge tiles counted at their real size)."""
     if mask.area == 0:
         return 0.0
-    nq, nk = -(-mask.seqlen_q // tile), -(-mask.seqlen_k // tile)
-    q_sizes = np.full(nq, tile)
-    q_sizes[-1] = mask.seqlen_q - tile * (nq - 1)
-    k_sizes = np.full(nk, tile)
-    k_sizes[-1] = mask.seqlen_k - tile * (nk - 1)
+    touched = tile_counts(mask, tile) > 0
     # Each touched tile weighs its real size (only the last row/column of tiles can be short).
-    return mask.area / float((_touched_table(mask, tile) * np.outer(q_sizes, k_sizes)).sum())
-
-
-def _touched_table(mask: AttnMask, tile: int) -> np.ndarray:
-    """[query tiles, key tiles] bool, exact: per query tile, a difference array over key tiles
-    from every row's key intervals."""
-    ri = mask.row_intervals
-    nq, nk = -(-mask.seqlen_q // tile), -(-mask.seqlen_k // tile)
-    rows = np.repeat(np.arange(mask.seqlen_q) // tile, ri.max_intervals)
-    lo, hi = ri.lo.reshape(-1), ri.hi.reshape(-1)
-    live = hi > lo
-    diff = np.zeros((nq, nk + 1), dtype=np.int64)
-    np.add.at(diff, (rows[live], lo[live] // tile), 1)
-    np.add.at(diff, (rows[live], (hi[live] - 1) // tile + 1), -1)
-    return np.cumsum(diff[:, :nk], axis=1) > 0
+    sizes = np.outer(tile_sizes(mask.seqlen_q, tile), tile_sizes(mask.seqlen_k, tile))
+    return mask.area / float((touched * sizes).sum())
