@@ -18,28 +18,14 @@ import argparse
 import time
 
 import torch
+from _cells import cell_step
 
-from lcab.compose import compose_config
-from lcab.config import MaskConfig
-from lcab.execute import shape_spec
-from lcab.harness.inputs import inputs_for
-from lcab.harness.step import training_step
 from lcab.harness.timing import Schedule, measure
-from lcab.kernels import base as kernels
-from lcab.masks import build as build_mask
-from lcab.plan import plan_cell
 
 
 def check(kernel_name: str, mask_name: str, seqlen: str, mode: str, calls: int) -> str:
-    cell = plan_cell(
-        compose_config([f"kernel={kernel_name}", f"mask={mask_name}", f"seqlen={seqlen}", "shape=paper"])
-    )
-    c = cell.config
     device = torch.device("cuda")
-    kernel = kernels.get(kernel_name).configure(**{k: v for k, v in c["kernel"].items() if k != "name"})
-    spec = shape_spec(cell, device)
-    mask = build_mask(MaskConfig(**c["mask"]), c["seqlen"])
-    step = training_step(kernel.prepare(mask, spec), inputs_for(spec, mask, 0), mode)
+    step = cell_step(kernel_name, mask_name, seqlen, mode).step
     for _ in range(5):
         step()
     torch.cuda.synchronize()

@@ -278,3 +278,23 @@ def test_block_mask_equals_torchs_create_block_mask(name, seqlen, bs):
         for row in range(n.shape[-1]):
             k = int(n[0, 0, row])
             assert torch.equal(i[0, 0, row, :k], i_ref[0, 0, row, :k]), (attr, row)
+
+
+@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("form", ["slices", "intervals", "dense"])
+def test_every_mask_mod_form_is_exact(name, form):
+    mask = build(MaskConfig(name=name, window=100, block=64, sparse_block=32), 700)
+    q, k = torch.arange(700)[:, None], torch.arange(700)[None, :]
+    got = mask_mod(mask, "cpu", form)(torch.tensor(0), torch.tensor(0), q, k)
+    assert torch.equal(got, mask.dense())
+
+
+def test_mask_mod_default_forms():
+    from lcab.masks.flex import mask_mod_kind
+
+    kinds = {n: mask_mod_kind(build(MaskConfig(name=n), 32768)) for n in names()}
+    assert kinds["sliding_window"] == kinds["sliding_window_causal"] == "slices"
+    assert kinds["block_sparse"] == "tile"
+    assert {kinds[n] for n in ("full", "causal", "causal_document", "share_question")} == {"intervals"}
+    with pytest.raises(ValueError, match="no exact tile table"):
+        mask_mod(build(MaskConfig(name="causal"), 256), "cpu", "tile")

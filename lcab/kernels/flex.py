@@ -69,12 +69,15 @@ class Flex(Kernel):
     def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
         from torch.nn.attention.flex_attention import AuxRequest, flex_attention
 
-        from lcab.masks.flex import block_mask
+        from lcab.masks.flex import block_mask, mask_mod_kind
 
         device = torch.device(shape.device)
         block = int(self.option("block_size", 128))
         compiled = bool(self.option("compile", True)) and device.type == "cuda"
-        bm = block_mask(mask, block, device)
+        # Which mask_mod form (lcab.masks.flex.FORMS); not a Hydra key: scripts/flex_mask_mod_check.py
+        # sets it to compare forms on one mask, sweeps take the default form for each mask.
+        form = self.option("mask_mod") or mask_mod_kind(mask)
+        bm = block_mask(mask, block, device, form)
         dynamic = bool(self.option("dynamic", False))
         attend = _compiled_flex(dynamic) if compiled else flex_attention
         gqa = shape.heads_q != shape.heads_kv
@@ -99,7 +102,7 @@ class Flex(Kernel):
                 return _ForwardOnly.apply(q, k, v, attention)
             return attention(q, k, v)
 
-        fn.notes = {"mask_form": "block_mask", "block_size": block, "compiled": compiled}
+        fn.notes = {"mask_form": "block_mask", "block_size": block, "compiled": compiled, "mask_mod": form}
         if compiled:
             fn.notes["dynamic_shapes"] = dynamic
         return fn

@@ -1,7 +1,9 @@
 """FlexAttention forms: a mask_mod evaluated from tensors derived from the mask, and its BlockMask.
 
-mask_mod picks the cheapest exact lookup the mask allows:
+mask_mod picks the cheapest exact form the mask allows:
   tile table   mask.tile set (block sparse): one bool per (query block, key block)
+  slices       a band (window) of at most MAX_CLOSED_SLICES slices: the slices' closed form,
+               integer compares only, no memory reads
   intervals    at most MAX_INTERVALS key ranges per row: an OR of range checks on per-row bounds
   dense        anything else: a [S_q, S_k] bool lookup (S^2 bytes; a fallback, not a fast path)
 Indices are clamped before every lookup because compiled Flex kernels may evaluate mask_mod
@@ -22,6 +24,8 @@ from lcab.masks.tiles import tile_counts, tile_sizes
 
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 MAX_INTERVALS = 4
+MAX_CLOSED_SLICES = 3
+FORMS = ("tile", "slices", "intervals", "dense")
 
 
 def tile_table(mask: AttnMask) -> np.ndarray | None:
@@ -41,12 +45,20 @@ def tile_table(mask: AttnMask) -> np.ndarray | None:
     return table
 
 
-def mask_mod(mask: AttnMask, device: torch.device | str = "cpu") -> MaskMod:
-    """A Flex mask_mod(b, h, q_idx, kv_idx) -> bool that is exactly mask.dense()."""
+def mask_mod(mask: AttnMask, device: torch.device | str = "cpu", form: str | None = None) -> MaskMod:
+    """A Flex mask_mod(b, h, q_idx, kv_idx) -> bool that is exactly mask.dense().
+
+    form: one of FORMS, None = mask_mod_kind(mask). Every form is exact for every mask except
+    `tile`, which needs tile-aligned full slices (ValueError otherwise)."""
     device = torch.device(device)
+    form = form or mask_mod_kind(mask)
+    if form not in FORMS:
+        raise ValueError(f"flex mask_mod form {form!r} is not one of {', '.join(FORMS)}")
     sq, sk = mask.seqlen_q, mask.seqlen_k
-    table = tile_table(mask)
-    if table is not None:
+    if form == "tile":
+        table = tile_table(mask)
+        if table is None:
+            raise ValueError(f"mask {mask.name} has no exact tile table (not tile-aligned full slices)")
         t = mask.tile
         tiles = torch.from_numpy(table).to(device)
 
@@ -55,8 +67,25 @@ def mask_mod(mask: AttnMask, device: torch.device | str = "cpu") -> MaskMod:
 
         return tile_mod
 
-    ri = mask.row_intervals
-    if ri.max_intervals <= MAX_INTERVALS:
+    if form == "slices":
+        slices = mask.slices
+
+        def slice_mod(b, h, q_idx, kv_idx):
+            out = None
+            for s in slices:
+                i, j = q_idx - s.q0, kv_idx - s.k0
+                term = (i >= 0) & (i < s.rows) & (j >= 0) & (j < s.cols)
+                if s.type in (SliceType.CAUSAL, SliceType.BI_CAUSAL):
+                    term = term & (j <= i + (s.cols - s.rows))  # bottom-right aligned
+                if s.type in (SliceType.INV_CAUSAL, SliceType.BI_CAUSAL):
+                    term = term & (j >= i)  # top-left aligned
+                out = term if out is None else out | term
+            return out
+
+        return slice_mod
+
+    if form == "intervals":
+        ri = mask.row_intervals
         los = [torch.from_numpy(ri.lo[:, j].astype(np.int32)).to(device) for j in range(ri.max_intervals)]
         his = [torch.from_numpy(ri.hi[:, j].astype(np.int32)).to(device) for j in range(ri.max_intervals)]
 
@@ -78,13 +107,24 @@ def mask_mod(mask: AttnMask, device: torch.device | str = "cpu") -> MaskMod:
 
 
 def mask_mod_kind(mask: AttnMask) -> str:
-    """Which lookup mask_mod uses: 'tile', 'intervals' or 'dense' (for the record)."""
+    """The form mask_mod takes by default: 'tile', 'slices', 'intervals' or 'dense'.
+
+    Windows get their closed form: a band's partial tiles are a large share of its work (2 of
+    9 key tiles per query tile at w = 1024), and there the per-row bound lookups of `intervals`
+    are loads inside the kernel's inner loop. Other masks keep `intervals`, whose code is the
+    same for every mask with one key range per row, so they share one compiled kernel per
+    length instead of one per mask."""
     if tile_table(mask) is not None:
         return "tile"
+    band = any(s.type == SliceType.BI_CAUSAL for s in mask.slices)
+    if band and len(mask.slices) <= MAX_CLOSED_SLICES:
+        return "slices"
     return "intervals" if mask.row_intervals.max_intervals <= MAX_INTERVALS else "dense"
 
 
-def block_mask(mask: AttnMask, block_size: int = 128, device: torch.device | str = "cpu") -> BlockMask:
+def block_mask(
+    mask: AttnMask, block_size: int = 128, device: torch.device | str = "cpu", form: str | None = None
+) -> BlockMask:
     """The mask's BlockMask (B = H = None: shared by every batch row and head).
 
     Built from the mask's exact per-tile pair counts (lcab.masks.tiles), not by evaluating
@@ -92,17 +132,17 @@ def block_mask(mask: AttnMask, block_size: int = 128, device: torch.device | str
     are, absent when none are, which is what torch's create_block_mask computes. Its compiled
     version cost 5 s to 230 s of inductor time per (mask_mod, seqlen) on an H100 (LLVM on one
     reduction kernel; docs/results/h100/paper_kernels/logs), its eager one materialises S^2 bools.
-    Cached per (mask, block size, device): masks compare by their slices, so cells with the same
-    mask share one.
+    Cached per (mask, block size, device, mask_mod form): masks compare by their slices, so
+    cells with the same mask share one.
     """
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    return _block_mask(mask, int(block_size), str(dev))
+    return _block_mask(mask, int(block_size), str(dev), form or mask_mod_kind(mask))
 
 
 @lru_cache(maxsize=32)
-def _block_mask(mask: AttnMask, block_size: int, device: str) -> BlockMask:
+def _block_mask(mask: AttnMask, block_size: int, device: str, form: str) -> BlockMask:
     counts = tile_counts(mask, block_size)
     pairs = np.outer(tile_sizes(mask.seqlen_q, block_size), tile_sizes(mask.seqlen_k, block_size))
     full = counts == pairs
@@ -115,7 +155,7 @@ def _block_mask(mask: AttnMask, block_size: int, device: str) -> BlockMask:
         full_num,
         full_idx,
         BLOCK_SIZE=block_size,
-        mask_mod=mask_mod(mask, device),
+        mask_mod=mask_mod(mask, device, form),
         seq_lengths=(mask.seqlen_q, mask.seqlen_k),
     )
 
