@@ -1,5 +1,5 @@
 """The issue's one-GPU CP benchmark: cp.emulate=8, 8K tokens per rank (S = 64K), causal and
-causal_document, ring (zigzag, balanced), ring_allgather, usp, double_ring, one kernel.
+causal_document, ring (zigzag, balanced), ring_allgather, usp, double_ring, ulysses, one kernel.
 
 Runs `python -m lcab.run -m ...` (rows land in the store) and prints a table from the store:
 
@@ -20,6 +20,7 @@ RUNS = [  # (cp, shard, extra overrides)
     ("ring_allgather", "zigzag", []),
     ("usp", "zigzag", ["cp.ulysses_degree=2"]),
     ("double_ring", "zigzag", []),
+    ("ulysses", "zigzag", []),
 ]
 
 
