@@ -31,10 +31,8 @@ def main() -> int:
         times = measure_interleaved(
             [s.step for s in steps], torch.device("cuda"), Schedule(warmup=5, iters=a.iters), 256
         )
-        s0 = steps[0]
-        flops = attention_flops(
-            s0.mask.area, s0.config["shape"]["heads_q"], s0.config["shape"]["head_dim"], 1, mode
-        )
+        shape = steps[0].config["shape"]
+        flops = attention_flops(steps[0].mask.area, shape["heads_q"], shape["head_dim"], shape["batch"], mode)
         line = [f"flex {mask:22s} S={seqlen:>4s} {mode}:"]
         for f, s, t in zip(forms, steps, times, strict=True):
             assert s.notes["mask_mod"] == f, s.notes

@@ -13,17 +13,7 @@ shift $(($# > 0 ? 1 : 0))
 extra=("$@")
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
 mkdir -p "$dir"
-left() { if [ "$limit" -gt 0 ]; then echo $((limit - SECONDS)); else echo 1000000; fi; }
-sweep() {  # name, store, overrides...
-  local name=$1 store=$2 t
-  shift 2
-  t=$(left)
-  [ "$t" -gt 5 ] || return 0
-  echo "== $name ($t s left) $(date -u +%FT%TZ)"
-  timeout --signal=TERM "$t" python3 -m lcab.run -m +experiment=paper_cp_node "$@" "${extra[@]}" \
-    store="$dir/$store.jsonl" hydra.sweep.dir="$dir/sweeps/$name"
-  echo "== $name exit $? after $SECONDS s"
-}
-sweep verify verify "cluster.nproc=${ngpu:-2}" "seqlen=\${lcab_per_gpu:1k}" bench.mode=fwd_bwd bench.verify=true
-sweep grid results
-sweep ring_balanced results cp=ring cp.shard=balanced
+source "$(dirname "$0")/_sweep.sh"
+sweep_pass paper_cp_node verify verify "cluster.nproc=${ngpu:-2}" "seqlen=\${lcab_per_gpu:1k}" bench.mode=fwd_bwd bench.verify=true
+sweep_pass paper_cp_node grid results
+sweep_pass paper_cp_node ring_balanced results cp=ring cp.shard=balanced

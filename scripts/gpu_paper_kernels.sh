@@ -13,16 +13,6 @@ limit=${1:-0}
 shift $(($# > 0 ? 1 : 0))
 extra=("$@")
 mkdir -p "$dir"
-left() { if [ "$limit" -gt 0 ]; then echo $((limit - SECONDS)); else echo 1000000; fi; }
-sweep() {  # name, overrides...
-  local name=$1 t
-  shift
-  t=$(left)
-  [ "$t" -gt 5 ] || return 0
-  echo "== $name ($t s left) $(date -u +%FT%TZ)"
-  timeout --signal=TERM "$t" python3 -m lcab.run -m +experiment=paper_kernels "$@" "${extra[@]}" \
-    store="$dir/$name.jsonl" hydra.sweep.dir="$dir/sweeps/$name"
-  echo "== $name exit $? after $SECONDS s"
-}
-sweep verify seqlen=1k bench.mode=fwd_bwd bench.verify=true
-sweep results
+source "$(dirname "$0")/_sweep.sh"
+sweep_pass paper_kernels verify verify seqlen=1k bench.mode=fwd_bwd bench.verify=true
+sweep_pass paper_kernels results results

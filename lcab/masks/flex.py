@@ -20,7 +20,7 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask
 
 from lcab.masks.slices import AttnMask, SliceType
-from lcab.masks.tiles import tile_counts, tile_sizes
+from lcab.masks.tiles import tile_counts, tile_pairs
 
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 MAX_INTERVALS = 4
@@ -126,8 +126,9 @@ def block_mask(
     Built from the mask's exact per-tile pair counts (lcab.masks.tiles), not by evaluating
     mask_mod on a grid: a tile is full when every in-range pair is visible, partial when some
     are, absent when none are, which is what torch's create_block_mask computes. Its compiled
-    version cost 5 s to 230 s of inductor time per (mask_mod, seqlen) on an H100 (LLVM on one
-    reduction kernel; docs/results/h100/paper_kernels/logs), its eager one materialises S^2 bools.
+    version took 233.9 s for one (mask_mod, 16K) on an H100, all in LLVM for one reduction kernel
+    (docs/results/h100/paper_kernels/logs/session4/flex_compile_large.txt); its eager version
+    materialises S^2 bools.
     Cached per (mask, block size, device, mask_mod form): masks compare by their slices, so
     cells with the same mask share one.
     """
@@ -140,8 +141,7 @@ def block_mask(
 @lru_cache(maxsize=32)
 def _block_mask(mask: AttnMask, block_size: int, device: str, form: str) -> BlockMask:
     counts = tile_counts(mask, block_size)
-    pairs = np.outer(tile_sizes(mask.seqlen_q, block_size), tile_sizes(mask.seqlen_k, block_size))
-    full = counts == pairs
+    full = counts == tile_pairs(mask, block_size)
     partial = (counts > 0) & ~full
     kv_num, kv_idx = _ordered(partial, device)
     full_num, full_idx = _ordered(full, device)

@@ -43,6 +43,11 @@ def tile_sizes(n: int, tile: int) -> np.ndarray:
     return sizes
 
 
+def tile_pairs(mask: AttnMask, tile: int) -> np.ndarray:
+    """[query tiles, key tiles] int64: the (q, k) pairs each tile covers inside S_q x S_k."""
+    return np.outer(tile_sizes(mask.seqlen_q, tile), tile_sizes(mask.seqlen_k, tile))
+
+
 def touched_tiles(mask: AttnMask, tile: int) -> int:
     """Number of (query tile, key tile) pairs with at least one visible pair."""
     return int((tile_counts(mask, tile) > 0).sum())
@@ -54,5 +59,4 @@ def tile_occupancy(mask: AttnMask, tile: int = 128) -> float:
         return 0.0
     touched = tile_counts(mask, tile) > 0
     # Each touched tile weighs its real size (only the last row/column of tiles can be short).
-    sizes = np.outer(tile_sizes(mask.seqlen_q, tile), tile_sizes(mask.seqlen_k, tile))
-    return mask.area / float((touched * sizes).sum())
+    return mask.area / float((touched * tile_pairs(mask, tile)).sum())
