@@ -1,4 +1,4 @@
-"""Compose lcab's config outside a Hydra app (scripts, tests): the same conf/ and schemas."""
+"""Compose lcab's config outside a Hydra app (scripts, tests): the same lcab/conf/ and schemas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from lcab.config import register_configs
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # ships inside the package
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

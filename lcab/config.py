@@ -6,10 +6,14 @@ values that type-check but make no sense, with one line that names the constrain
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+
+from lcab.errors import SCHEMA_SUFFIX
 
 
 class ConfigError(ValueError):
@@ -124,6 +128,9 @@ class Config:
 
 
 _SEQLEN = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
+# Kernels index tokens with int32 (cu_seqlens, offsets): a longer sequence cannot be expressed,
+# and document sampling or planning for it would run for hours before any kernel said so.
+MAX_SEQLEN = 2**31 - 1
 
 
 def parse_seqlen(text: str | int) -> int:
@@ -134,6 +141,8 @@ def parse_seqlen(text: str | int) -> int:
     n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
     if n <= 0:
         raise ConfigError(f"seqlen '{text}' must be positive")
+    if n > MAX_SEQLEN:
+        raise ConfigError(f"seqlen '{text}' is {n} tokens, above the int32 limit 2^31-1 of every kernel")
     return n
 
 
@@ -184,25 +193,120 @@ def resolve_seqlen(text: str, device_type: str) -> int:
     return parse_seqlen(text)
 
 
+def _require(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _one_of(key: str, value: str, options: tuple[str, ...]) -> None:
+    _require(value in options, f"{key} '{value}' is not one of {', '.join(options)}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    _require(math.isfinite(value) and value >= low, f"{key} must be >= {low:g}, got {value}")
+
+
+def _fraction(key: str, value: float, open_low: bool = False) -> None:
+    low_ok = value > 0.0 if open_low else value >= 0.0
+    _require(low_ok and value <= 1.0, f"{key} must be in {'(' if open_low else '['}0, 1], got {value}")
+
+
+SEED_LIMIT = 2**63  # numpy and torch generators take seeds in [0, 2^63)
+
+
+def _seed(key: str, value: int) -> None:
+    _require(0 <= value < SEED_LIMIT, f"{key} must be in [0, 2^63), got {value}")
+
+
 def check_bench(cfg: BenchConfig) -> None:
-    if cfg.mode not in BENCH_MODES:
-        raise ConfigError(f"bench.mode '{cfg.mode}' is not one of {', '.join(BENCH_MODES)}")
+    _one_of("bench.mode", cfg.mode, BENCH_MODES)
     if cfg.iters < 1 or cfg.warmup < 0:
         raise ConfigError(f"bench.iters must be >= 1 and bench.warmup >= 0, got {cfg.iters}, {cfg.warmup}")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"bench.device '{cfg.device}' is not one of auto, cpu, cuda")
+    _one_of("bench.device", cfg.device, ("auto", "cpu", "cuda"))
+    _at_least("bench.min_iters", cfg.min_iters, 1)
+    for key in ("budget_ms", "max_spread", "extend_ms", "timeout_s", "l2_flush_mb"):
+        _at_least(f"bench.{key}", getattr(cfg, key), 0)
+    _seed("bench.seed", cfg.seed)
+
+
+def check_mask(cfg: MaskConfig) -> None:
+    """Every mask parameter, whichever pattern uses it (the defaults all pass)."""
+    for key in ("window", "block", "max_blocks_per_doc", "sparse_block", "long_min"):
+        _at_least(f"mask.{key}", getattr(cfg, key), 1)
+    _require(
+        cfg.long_max >= cfg.long_min,
+        f"mask.long_max must be >= mask.long_min, got {cfg.long_max} < {cfg.long_min}",
+    )
+    _fraction("mask.prefix", cfg.prefix)
+    _fraction("mask.long_doc_frac", cfg.long_doc_frac)
+    _fraction("mask.density", cfg.density, open_low=True)
+    _fraction("mask.max_doc_frac", cfg.max_doc_frac, open_low=True)
+    _seed("mask.seed", cfg.seed)
+    from lcab.masks.documents import table_names  # lazy: the masks package imports this module
+
+    _one_of("mask.doc_table", cfg.doc_table, tuple(table_names()))
+
+
+def check_cp(cfg: CPConfig) -> None:
+    for key in ("ulysses_degree", "ring_degree", "windows", "emulate"):
+        _at_least(f"cp.{key}", getattr(cfg, key), 0)
+    from lcab.cp.sharding import SHARDS  # lazy: lcab.cp imports this module
+
+    _one_of("cp.shard", cfg.shard, SHARDS)
+    _one_of("cp.groups", cfg.groups, ("mesh", "megatron"))
+
+
+def check_cluster(cfg: ClusterConfig) -> None:
+    _one_of("cluster.backend", cfg.backend, ("auto", "gloo", "nccl"))
+    for key in ("nproc", "nodes", "tasks_per_node", "time_min"):
+        _at_least(f"cluster.{key}", getattr(cfg, key), 1)
+    _at_least("cluster.gpus_per_node", cfg.gpus_per_node, 0)
+
+
+def check_logger(cfg: LoggerConfig) -> None:
+    _one_of("logger.mode", cfg.mode, ("", "online", "offline", "disabled"))
+
+
+def check_values(cfg: Config) -> None:
+    """Values that type-check but make no sense; one line naming the first one found."""
+    _at_least("kernel.block_size", cfg.kernel.block_size, 1)
+    check_bench(cfg.bench)
+    check_mask(cfg.mask)
+    check_cp(cfg.cp)
+    check_cluster(cfg.cluster)
+    check_logger(cfg.logger)
+
+
+def check_choices(choices: Mapping[str, str | None], options: Callable[[str], list[str]]) -> None:
+    """One option per group, and never a schema: a schema is registered in its group (so YAML
+    files can extend it) but runs nothing of its own (kernel=kernel_schema would run sdpa)."""
+    if not choices:
+        return  # composed outside a Hydra app: nothing recorded to check
+    for group in GROUPS:
+        picked = choices.get(group)
+        if picked and picked != f"{group}{SCHEMA_SUFFIX}":
+            continue
+        listed = ", ".join(o for o in options(group) if not o.endswith(SCHEMA_SUFFIX))  # slow: errors only
+        if not picked:  # kernel=[sdpa,flex] merges two files into one; ~kernel leaves the schema
+            raise ConfigError(
+                f"{group} takes one option (one of {listed}); sweep several with -m {group}=a,b"
+            )
+        raise ConfigError(f"{group}={picked} is not an option; {group} is one of {listed}")
+
+
+GROUPS = {
+    "kernel": KernelConfig,
+    "cp": CPConfig,
+    "mask": MaskConfig,
+    "shape": ShapeConfig,
+    "bench": BenchConfig,
+    "cluster": ClusterConfig,
+    "logger": LoggerConfig,
+}
 
 
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="lcab_schema", node=Config)
-    for group, node in (
-        ("kernel", KernelConfig),
-        ("cp", CPConfig),
-        ("mask", MaskConfig),
-        ("shape", ShapeConfig),
-        ("bench", BenchConfig),
-        ("cluster", ClusterConfig),
-        ("logger", LoggerConfig),
-    ):
-        cs.store(group=group, name=f"{group}_schema", node=node)
+    for group, node in GROUPS.items():
+        cs.store(group=group, name=f"{group}{SCHEMA_SUFFIX}", node=node)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from lcab.config import ConfigError, MaskConfig
+from lcab.harness import memory
 from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.throughput import throughput_metrics
@@ -98,11 +99,17 @@ def _measure(cell: Cell, kernel: kernels.Kernel, device: torch.device) -> dict:
     if not ok:
         raise Unavailable(why)
     mode = c["bench"]["mode"]
-    if mode != "fwd" and not kernel.capabilities.backward:
-        raise Unsupported(f"{kernel.name} has no backward")
+    if mode != "fwd" and not kernel.has_backward(device.type):
+        raise Unsupported(f"{kernel.name} has no backward on {device.type}")
     spec = shape_spec(cell, device)
+    # What cannot fit is decided before it is allocated (lcab.harness.memory): first what every
+    # mask needs, then, with the mask built, the kernel's declared working set and verify's.
+    b = c["bench"]
+    flush = b["l2_flush_mb"] * 2**20 if b["l2_flush"] and device.type == "cuda" else 0
+    memory.check(memory.before_mask(spec, c["seqlen"], mode, flush), device)
     mask = build_mask(MaskConfig(**c["mask"]), c["seqlen"])
     kernel.check(mask, spec)
+    memory.check(memory.estimate(kernel, mask, spec, mode, b["verify"], flush), device)
     fn = kernel.prepare(mask, spec)  # mask-dependent preparation stays outside the timing
     inputs = inputs_for(spec, mask, c["bench"]["seed"])
     metrics: dict = {"area": mask.area, "density": mask.density, "n_slices": len(mask.slices)}
@@ -120,7 +127,6 @@ def _measure(cell: Cell, kernel: kernels.Kernel, device: torch.device) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         base_mem = torch.cuda.memory_allocated(device)
     step = training_step(fn, inputs, mode)
-    b = c["bench"]
     timing = measure(step, device, Schedule.from_bench(b), b["l2_flush_mb"] if b["l2_flush"] else 0)
     metrics.update(timing.summary())
     metrics["times_ms"] = list(timing.times_ms)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lcab.config import (
     DTYPES,
     ConfigError,
-    check_bench,
+    check_choices,
+    check_values,
     resolve_seqlen,
     resolve_shape,
 )
+from lcab.errors import omegaconf_line
 
 # Keys that say how or where a cell runs or is logged, not what is measured.
 _NOT_IDENTITY = ("logger", "store", "resume", "rerun_failed", "cluster")
@@ -51,9 +55,42 @@ def world_size(cfg: DictConfig) -> int:
     return int(c.nodes) * int(c.tasks_per_node)
 
 
+def group_choices() -> dict[str, str | None]:
+    """The option picked in each config group, as Hydra recorded it (none outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def group_options(group: str) -> list[str]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    gh = GlobalHydra.instance()
+    return gh.config_loader().get_group_options(group) if gh.is_initialized() else []
+
+
+def store_path(cfg: DictConfig, out_dir: str) -> str:
+    """The results store: cfg.store, or results.jsonl in the run's (sweep's) directory. A store
+    that does not resolve (store='${oops}') falls back to the default, where plan_cell's row
+    then says why."""
+    try:
+        path = cfg.store
+    except OmegaConfBaseException:
+        path = ""
+    return path or os.path.join(out_dir, "results.jsonl")
+
+
 def plan_cell(cfg: DictConfig) -> Cell:
     """Resolve auto values and check constraints; raises ConfigError with one clear line."""
-    check_bench(cfg.bench)
+    try:
+        return _plan_cell(cfg)
+    except OmegaConfBaseException as exc:  # a missing key, a bad interpolation: still one line
+        raise ConfigError(omegaconf_line(exc)) from None
+
+
+def _plan_cell(cfg: DictConfig) -> Cell:
+    check_choices(group_choices(), group_options)
+    check_values(cfg)
     device = resolve_device(cfg.bench.device)
     seqlen = resolve_seqlen(cfg.seqlen, device)
     shape = resolve_shape(cfg.shape, device)
@@ -71,3 +108,61 @@ def plan_cell(cfg: DictConfig) -> Cell:
             identity[group] = {k: v for k, v in identity[group].items() if k not in keys}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Cell(config=resolved, cell_id=digest)
+
+
+def preflight(cell: Cell) -> None:
+    """What can be rejected before any process starts; raises ConfigError with one line.
+
+    The cell exists (it has an id and a resolved config), so the caller records its row."""
+    c = cell.config
+    _check_world(c)
+    _check_strategy(c)
+    if c["logger"]["name"] == "wandb":
+        from lcab.results.wandb_sink import check_can_log
+
+        check_can_log(c["logger"])
+
+
+def _check_world(c: dict) -> None:
+    world, cluster = c["world"], c["cluster"]
+    if c["cp"]["name"] == "none" and world > 1:
+        raise ConfigError(f"cp=none runs on one process but the world is {world}; pick a cp strategy")
+    if cluster["name"] != "local" or world == 1 or c["bench"]["device"] != "cpu":
+        return  # a launcher's world is the launcher's; missing GPUs are recorded as unavailable
+    from lcab.launch.pool import max_local_ranks
+
+    limit = max_local_ranks("cpu")
+    if world > limit:
+        raise ConfigError(
+            f"cluster.nproc={world} is more than the {limit} CPU ranks this machine runs "
+            f"({os.cpu_count()} cores; at most 4 per core, 8 at least)"
+        )
+
+
+def _check_strategy(c: dict) -> None:
+    """The strategy's own constraints (divisibility of heads and degrees) at the cell's world."""
+    cp = c["cp"]
+    world = int(cp.get("emulate") or 0) or c["world"]
+    if cp["name"] == "none" or world < 2:
+        return  # a CP strategy at world 1 is recorded where the cell runs, after the kernel check
+    try:
+        from lcab.cp import registry
+
+        strategy = registry.get(cp["name"])
+    except ImportError:  # the strategy needs a package this machine lacks: the cell records it
+        return
+    from lcab.kernels.base import DTYPE_NAMES, ShapeSpec, Unavailable, Unsupported
+
+    s = c["shape"]
+    shape = ShapeSpec(
+        batch=s["batch"],
+        heads_q=s["heads_q"],
+        heads_kv=s["heads_kv"],
+        head_dim=s["head_dim"],
+        dtype=DTYPE_NAMES[s["dtype"]],
+        device=torch.device(c["bench"]["device"]),
+    )
+    try:
+        strategy.check(cp, shape, world)
+    except (Unavailable, Unsupported, ImportError):  # facts the cell records with their status
+        return

@@ -7,18 +7,22 @@ import os
 import signal
 import sys
 
+import lcab.quiet_start  # noqa: F401  (first: Ctrl-C while torch and Hydra import is one line)
+
+# isort: split
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from lcab import progress
+from lcab import errors, progress
 from lcab.config import ConfigError, register_configs
 from lcab.execute import now
-from lcab.launch import fast_compose, resolvers, run_cell, slurm, torchrun
+from lcab.launch import argv, fast_compose, placement, resolvers, run_cell, slurm, torchrun
 from lcab.launch.isolate import Deadline, run_with_timeout
 from lcab.launch.signals import Interrupted, interruptible
-from lcab.plan import Cell, plan_cell, world_size
+from lcab.plan import Cell, plan_cell, preflight, store_path, world_size
 from lcab.results.console import cell_line
 from lcab.results.schema import Result, Status
 from lcab.results.store import ResultStore
@@ -82,11 +86,13 @@ def _run(cfg: DictConfig, cell: Cell, store: ResultStore, sweep_dir: str) -> Res
         print(f"lcab: {cell.label}: {reason}", file=sys.stderr, flush=True)
 
     timeout_s = float(cfg.bench.timeout_s)
-    progress.running(cell.label)
     try:
         with interruptible(lambda signum: record_stop(f"{signal.Signals(signum).name} during the cell")):
-            if timeout_s <= 0:
-                return run_cell(cell)
+            progress.running(cell.label)  # from here a stop signal records this cell
+            if timeout_s <= 0:  # long cells wait in the killable child (lcab/launch/placement.py)
+                if _in_distributed_job(cfg) or not placement.in_child(cell):
+                    return run_cell(cell)
+                return run_with_timeout(cell, None)
             if _in_distributed_job(cfg):
                 with Deadline(timeout_s, record_timeout):
                     return run_cell(cell)
@@ -97,24 +103,36 @@ def _run(cfg: DictConfig, cell: Cell, store: ResultStore, sweep_dir: str) -> Res
         raise
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    multirun, sweep_dir, out_dir = _dirs()
-    store = ResultStore(cfg.store or os.path.join(sweep_dir, "results.jsonl"))
+    _, sweep_dir, out_dir = _dirs()
+    store = ResultStore(store_path(cfg, sweep_dir))
+    if _is_writer():
+        try:
+            store.check_writable()
+        except ConfigError as exc:  # no cell could be recorded: stop before running one, sweep too
+            print(f"lcab: {exc}", file=sys.stderr)
+            sys.exit(2)
     try:
         if cfg.cluster.name == "slurm":
             slurm.export_env(world_size(cfg))
         cell = plan_cell(cfg)
-    except ConfigError as exc:
+    except (ConfigError, OmegaConfBaseException) as exc:
+        exc = errors.as_config_error(exc)  # e.g. cluster.name='${oops}': one line too
         print(f"lcab: {exc}", file=sys.stderr)
         if _is_writer():
             raw = OmegaConf.to_container(cfg, resolve=False)
-            store.append(
-                Result(cell_id="invalid-config", status=Status.ERROR.value, reason=str(exc), config=raw)
+            store.append(  # with its sweep and time, so the report puts it with its sweep's cells
+                Result(
+                    cell_id="invalid-config",
+                    status=Status.ERROR.value,
+                    reason=str(exc),
+                    config=raw,
+                    sweep=sweep_dir,
+                    finished_at=now(),
+                )
             )
-        if not multirun:
-            sys.exit(2)
-        progress.record("invalid config", Status.ERROR.value, f"[ERR] {exc}")
+        progress.record(progress.INVALID_CONFIG, Status.ERROR.value, f"[ERR] {exc}", config_error=True)
         return
     if not _is_writer():
         _quiet_non_writer()
@@ -124,24 +142,36 @@ def main(cfg: DictConfig) -> None:
             print(line)
         progress.record(cell.label, "skipped", line)
         return
+    try:
+        preflight(cell)  # what needs no process (divisibility, ranks, W&B login): before any starts
+    except ConfigError as exc:
+        print(f"lcab: {cell.label}: {exc}", file=sys.stderr)
+        if _is_writer():
+            row = Result(cell.cell_id, Status.ERROR.value, str(exc), cell.config, sweep=sweep_dir)
+            row.finished_at = now()
+            store.append(row)
+        progress.record(cell.label, Status.ERROR.value, f"[ERR] {cell.label}  {exc}", config_error=True)
+        return
     result = _run(cfg, cell, store, sweep_dir)
     if result is None:  # a non-zero rank under torchrun
         return
     result.sweep = sweep_dir
     if _is_writer():
-        store.append(result)
-        if cfg.logger.name == "wandb":
-            from lcab.results.wandb_sink import log_cell
+        if cfg.logger.name == "wandb":  # before the row: a row stored ok always has its W&B run
+            from lcab.results.wandb_sink import log_cell_or_mark
 
-            log_cell(result, OmegaConf.to_container(cfg.logger), os.path.basename(sweep_dir), out_dir)
+            log_cell_or_mark(result, OmegaConf.to_container(cfg.logger), os.path.basename(sweep_dir), out_dir)
+        store.append(result)
         line = cell_line(cell.label, result)
         print(line, flush=True)
         progress.record(cell.label, result.status, line)
 
 
 def cli() -> None:
-    sys.argv[1:] = torchrun.adapt_argv(sys.argv[1:])
-    main()
+    with errors.reported():  # a mistake Hydra or lcab finds: one `lcab:` line, exit 2 (config) or 1
+        sys.argv[1:] = argv.normalize(torchrun.adapt_argv(sys.argv[1:]))  # -m anywhere
+        main()
+    sys.exit(progress.exit_status())  # one run and a sweep alike (lcab/progress.py)
 
 
 if __name__ == "__main__":

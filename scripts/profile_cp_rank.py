@@ -15,9 +15,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from lcab.compose import compose_config
 from lcab.config import MaskConfig
-from lcab.cp import base as strategies
+from lcab.cp import registry as strategies
 from lcab.cp.base import Topology
-from lcab.cp.emulate import _buffers, _rank_compute
 from lcab.cp.sharding import make_shard
 from lcab.execute import shape_spec
 from lcab.harness.inputs import inputs_for
@@ -50,19 +49,18 @@ def main() -> None:
     glob = inputs_for(spec, mask, 0)
     topo = Topology(a.world, a.rank, deg, intra=True)
     plan = strategy.plan(mask, shard, topo, kernel, spec)
-    qb, doutb, kv_of = _buffers(strategy.name, plan, shard, glob, topo)
     tiles = [(m, [(t.q0, t.q1, t.k0, t.k1, t.fns.form) for t in tl]) for m, tl in plan.steps]
     print("steps (member, tiles q0:q1 x k0:k1 form):")
     for m, tl in tiles:
         print(f"  member {m}: {tl}")
     mono = kernel.prepare(mask, spec)
     for mode in ("fwd", "bwd"):
-        rank_t = measure(_rank_compute(plan, qb, doutb, kv_of, mode), dev, Schedule(3, 10), 256).p50
+        rank_t = measure(strategy.emulated_step(plan, glob, mode), dev, Schedule(3, 10), 256).p50
         mono_t = measure(training_step(mono, glob, mode), dev, Schedule(3, 10), 256).p50
         print(
             f"{mode}: rank {rank_t:.2f} ms, mono/W {mono_t / a.world:.2f} ms, efficiency {mono_t / a.world / rank_t:.3f}"
         )
-    call = _rank_compute(plan, qb, doutb, kv_of, "fwd_bwd")
+    call = strategy.emulated_step(plan, glob, "fwd_bwd")
     call()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -40,7 +39,8 @@ def lcab_run(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def rows(path: Path) -> list[dict]:
-    """The rows of a results store (none if it was never written)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a results store (none if it was never written), read as lcab reads them:
+    a line still being written or not a row is skipped."""
+    from lcab.results.store import read_rows
+
+    return read_rows(path)

@@ -12,10 +12,9 @@ import torch.distributed as dist
 from lcab_cli import lcab_run, rows
 from test_cp_cli import FAST
 
-from lcab.cp.base import ComputeTimer, RunCtx
 from lcab.cp.busbw import bus_factor
-from lcab.cp.comm import Comm, Op
-from lcab.cp.execute_cp import _groups, local_inputs, prepare, run_rank
+from lcab.cp.comm import Op
+from lcab.cp.execute_cp import local_inputs, open_cell, prepare, run_rank
 from lcab.cp.selfcheck import case_config
 from lcab.harness.inputs import inputs_for
 from lcab.harness.verify import kernel_outputs
@@ -42,8 +41,7 @@ def comm_stats(config: dict) -> list | None:
     dev = torch.device("cpu")
     rank = dist.get_rank()
     prep = prepare(Cell(config, "busbw"), dev, rank, dist.get_world_size())
-    prep.topo.groups = _groups(prep, config["cp"], dev)
-    run = RunCtx(Comm(), ComputeTimer(dev))
+    run = open_cell(prep, config["cp"], dev)
 
     def fn(q, k, v):
         return prep.strategy.attention(q, k, v, prep.plan, run), None

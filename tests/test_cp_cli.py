@@ -115,9 +115,11 @@ def test_constraint_errors_are_clear(tmp_path):
         f"store={store}",
         *FAST,
     )
-    assert p.returncode == 0, p.stderr[-3000:]
+    # Found before any worker starts (lcab/plan.py preflight): a config error, exit 2, one line.
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "lcab: " in p.stderr and "[run ]" not in p.stderr
     p = lcab_run(tmp_path, "-m", "cp=ring", "cluster.nproc=1", f"store={store}", *FAST)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 1, p.stderr[-3000:]  # an error cell fails the command
     got = rows(store)
     assert got[0]["status"] == "error" and "ulysses degree 2 does not divide 3 q heads" in got[0]["reason"]
     assert (

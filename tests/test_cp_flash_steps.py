@@ -3,9 +3,9 @@ steps it cannot take whole are cut at the diagonal into full and square causal t
 
 from __future__ import annotations
 
-import json
-
 from lcab_cli import lcab_run
+
+from lcab.results.store import read_rows
 
 
 def test_full_causal_only_kernel_under_every_ring_family_strategy(tmp_path):
@@ -25,7 +25,7 @@ def test_full_causal_only_kernel_under_every_ring_family_strategy(tmp_path):
         f"store={store}",
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    rows = [json.loads(x) for x in store.read_text().splitlines()]
+    rows = read_rows(store)
     assert len(rows) == 6
     for r in rows:
         assert r["status"] == "ok", (r["config"]["cp"], r["reason"])

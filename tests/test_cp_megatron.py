@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from lcab_cli import lcab_run
+
+from lcab.results.store import read_rows
 
 pytest.importorskip("megatron.core")
 
@@ -25,7 +25,7 @@ def test_ring_on_megatron_groups_verifies(tmp_path):
         *common,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    rows = {r["config"]["cp"]["name"]: r for r in map(json.loads, store.read_text().splitlines())}
+    rows = {r["config"]["cp"]["name"]: r for r in read_rows(store)}
     ring = rows["ring"]
     assert ring["status"] == "ok", ring["reason"]
     assert ring["metrics"]["verify_passed"] is True

@@ -8,7 +8,6 @@ bf16/fp16 and ring degree > 1 on gloo; those limits are recorded statuses, asser
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from lcab.cp.selfcheck import case_config, check_cases
+from lcab.results.store import read_rows
 
 pytest.importorskip("yunchang")
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,9 +27,7 @@ DEGREES = {2: [(2, 1), (1, 2)], 4: [(2, 2)]}
 
 def gathered_outputs(configs: list[dict]) -> list:
     """Per config: out (and grads) of the strategy in global token order, on rank 0."""
-    from lcab.cp.base import ComputeTimer, RunCtx
-    from lcab.cp.comm import Comm
-    from lcab.cp.execute_cp import _groups, gather_global, local_inputs, prepare
+    from lcab.cp.execute_cp import gather_global, local_inputs, open_cell, prepare
     from lcab.harness.inputs import make_inputs
     from lcab.harness.verify import kernel_outputs
     from lcab.plan import Cell
@@ -38,11 +36,10 @@ def gathered_outputs(configs: list[dict]) -> list:
     for c in configs:
         dev = torch.device("cpu")
         prep = prepare(Cell(c, "peer"), dev, dist.get_rank(), dist.get_world_size())
-        prep.topo.groups = _groups(prep, c["cp"], dev)
+        run = open_cell(prep, c["cp"], dev)
         s = prep.shape
         L = prep.mask.seqlen_q
         glob = make_inputs(s.batch, L, L, s.heads_q, s.heads_kv, s.head_dim, s.dtype, dev, 0)
-        run = RunCtx(Comm(), ComputeTimer(dev))
 
         def fn(q, k, v, prep=prep, run=run):
             return prep.strategy.attention(q, k, v, prep.plan, run), None
@@ -165,12 +162,12 @@ def layouts_match_yunchang(cases: list[tuple]) -> list:
     from yunchang import EXTRACT_FUNC_DICT
 
     from lcab.cp.base import Degrees, Topology
-    from lcab.cp.yunchang_usp import _layer, yunchang_layout
+    from lcab.cp.strategies.yunchang_usp import yunchang_groups, yunchang_layout
 
     rank, world = dist.get_rank(), dist.get_world_size()
     out = []
     for u, r, kind, seqlen in cases:
-        _layer(u, r, True, "basic", None)  # yunchang's groups for this mesh
+        yunchang_groups(u, r, True)  # yunchang's groups for this mesh
         topo = Topology(world, rank, Degrees(u, r))
         ours = torch.from_numpy(yunchang_layout(kind, seqlen, topo).index(rank))
         theirs = EXTRACT_FUNC_DICT[kind](torch.arange(seqlen)[None, :, None], rank, world, r, u).flatten()
@@ -186,7 +183,7 @@ def test_layouts_are_yunchangs_own(pools):
 
 
 def test_torch_ring_on_cpu_is_unavailable_for_the_stated_reason(pools):
-    from lcab.cp.torch_ring import CPU_REASON, probe
+    from lcab.cp.strategies.torch_ring import CPU_REASON, probe
 
     # torch's own context_parallel on gloo/CPU, through the strategy's code path.
     causal = pools(2).run(probe, "cpu", 32, True)
@@ -227,7 +224,7 @@ def test_cli_rows_for_yunchang_usp(tmp_path):
         timeout=300,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    rows = [json.loads(line) for line in store.read_text().splitlines()]
+    rows = read_rows(store)
     ok, doc = sorted(rows, key=lambda r: r["config"]["mask"]["name"] != "causal")
     assert ok["status"] == "ok", ok["reason"]
     m = ok["metrics"]

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from lcab.config import ConfigError, MaskConfig
-from lcab.cp import base as strategies
-from lcab.cp.double_ring import default_windows
+from lcab.cp import registry as strategies
+from lcab.cp.base import Strategy
 from lcab.cp.merge import LseAccumulator
 from lcab.cp.sharding import imbalance, make_shard
+from lcab.cp.strategies.double_ring import default_windows
 from lcab.cp.submask import runs_from_ranges, submask
 from lcab.kernels import base as kernels
 from lcab.kernels.base import ShapeSpec
@@ -169,3 +170,18 @@ def test_constraint_messages():
     with pytest.raises(ConfigError, match="too short"):
         make_shard("zigzag", _mask("causal", 6), 4)
     assert set(strategies.names()) >= {"ulysses", "ring", "ring_allgather", "usp", "double_ring"}
+
+
+def test_a_strategy_without_emulation_says_so():
+    """cp.emulate asks the strategy for its ranks' compute; one that has none is Unsupported
+    with its name, never silently given another strategy's buffers."""
+
+    class Bare(Strategy):
+        name = "bare"
+
+    with pytest.raises(kernels.Unsupported, match="bare cannot be emulated"):
+        Bare().emulated_step(None, None, "fwd")
+    with pytest.raises(kernels.Unsupported, match="bare counts no emulated bytes"):
+        Bare().comm_bytes(None, None, "fwd")
+    assert "peer implementation" in strategies.get("yunchang_usp").cannot_emulate
+    assert not strategies.get("ring_allgather").cannot_emulate

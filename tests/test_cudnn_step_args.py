@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from lcab.config import MaskConfig
-from lcab.cp.base import StepCache, make_tiles
 from lcab.cp.sharding import balanced, contiguous, doc_zigzag, zigzag
 from lcab.cp.submask import submask
+from lcab.cp.tiles import StepCache, make_tiles
 from lcab.kernels import cudnn as cudnn_adapter
 from lcab.kernels.base import Kernel, ShapeSpec, StepFns, Unavailable, Unsupported
 from lcab.kernels.torch_eager import eager_attention, eager_step_fns

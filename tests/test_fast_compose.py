@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from lcab.config import register_configs
 from lcab.launch import fast_compose, resolvers
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "lcab" / "conf"
 
 JOBS = [
     [

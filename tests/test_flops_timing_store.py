@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import time
 
 import pytest
 import torch
@@ -77,56 +76,65 @@ def test_measure_counts_calls_and_quantiles():
     assert q.spread == pytest.approx(6.0 / 6.0)
 
 
-def _sleeper(durations_ms):
-    """A call whose n-th invocation sleeps durations_ms[n % len] (a controllable duration)."""
-    n = [0]
+class _VirtualCalls:
+    """A call whose n-th invocation takes durations_ms[n % len] on a virtual clock: the adaptive
+    schedule sees exact durations whatever else the machine is doing (a real sleep overshoots
+    under load, which made these counts flaky)."""
 
-    def call():
-        time.sleep(durations_ms[n[0] % len(durations_ms)] / 1e3)
-        n[0] += 1
+    def __init__(self, durations_ms: list[float]) -> None:
+        self.durations_ms = durations_ms
+        self.count = 0
+        self.now_s = 0.0
 
-    call.count = n
-    return call
+    def clock(self) -> float:
+        return self.now_s
+
+    def __call__(self) -> None:
+        self.now_s += self.durations_ms[self.count % len(self.durations_ms)] / 1e3
+        self.count += 1
+
+
+def _measure_virtual(durations_ms, schedule):
+    call = _VirtualCalls(durations_ms)
+    return call, measure(call, torch.device("cpu"), schedule, clock=call.clock)
 
 
 def test_adaptive_schedule_sizes_a_slow_cell_down_to_min_iters():
-    call = _sleeper([20.0])  # 20 ms a call, budget 30 ms: the floor of 3 timed calls applies
-    t = measure(call, torch.device("cpu"), Schedule(warmup=10, iters=50, budget_ms=30.0, min_iters=3))
-    assert len(t.times_ms) == 3
-    assert t.warmup == 1  # the probe call; budget/4 is less than one call
-    assert call.count[0] == 1 + 1 + 3
-    assert 19.0 < t.p50 < 40.0
+    # 20 ms a call, budget 30 ms: ceil(30/20) = 2 calls is under the floor of 3; warmup
+    # ceil(30/4/20) = 1 is the probe call itself.
+    call, t = _measure_virtual([20.0], Schedule(warmup=10, iters=50, budget_ms=30.0, min_iters=3))
+    assert t.times_ms == pytest.approx((20.0, 20.0, 20.0))
+    assert t.warmup == 1
+    assert call.count == 1 + 1 + 3  # first call, probe, timed
 
 
 def test_adaptive_schedule_gives_a_fast_cell_budget_over_call_time_iters():
-    call = _sleeper([2.0])  # 2 ms a call, budget 40 ms: about 20 calls, warmup about 5
-    # max_spread=1: sleep jitter must not extend the count here (that rule has its own test)
-    schedule = Schedule(warmup=10, iters=50, budget_ms=40.0, min_iters=3, max_spread=1.0)
-    t = measure(call, torch.device("cpu"), schedule)
-    assert 8 <= len(t.times_ms) <= 20  # sleep overshoots: never more than budget / 2 ms
-    assert 2 <= t.warmup <= 5
+    # 2 ms a call, budget 40 ms: 40/2 = 20 timed calls, warmup ceil(40/4/2) = 5 (probe included).
+    schedule = Schedule(warmup=10, iters=50, budget_ms=40.0, min_iters=3)
+    call, t = _measure_virtual([2.0], schedule)
+    assert len(t.times_ms) == 20 and t.warmup == 5
+    assert call.count == 1 + 5 + 20
 
 
 def test_adaptive_schedule_times_more_calls_while_the_spread_is_high():
-    # Alternating 2 / 8 ms: p20..p80 spans both, spread far above 2%: extended to iters.
-    call = _sleeper([2.0, 8.0])
-    noisy = measure(call, torch.device("cpu"), Schedule(warmup=2, iters=24, budget_ms=20.0, min_iters=3))
+    # Alternating 2 / 8 ms: the probe (8 ms) sizes 3 timed calls; p20..p80 spans both values,
+    # so rounds double (3 -> 6 -> 12 -> 24) until iters.
+    _, noisy = _measure_virtual([2.0, 8.0], Schedule(warmup=2, iters=24, budget_ms=20.0, min_iters=3))
     assert len(noisy.times_ms) == 24
     assert noisy.spread > 0.02
-    fixed = measure(_sleeper([2.0, 8.0]), torch.device("cpu"), Schedule(warmup=2, iters=24))
+    _, fixed = _measure_virtual([2.0, 8.0], Schedule(warmup=2, iters=24))
     assert len(fixed.times_ms) == 24 and fixed.warmup == 2
 
 
 def test_adaptive_extension_stops_at_extend_ms():
-    # Alternating 10 / 40 ms (spread stays high): budget 60 ms gives the floor of 3 calls (75 ms
-    # of timed calls on average); extend_ms=200 allows rounds only while the timed total stays
-    # within 200 ms, so far fewer than iters=24, yet more than the 3 of the first round.
-    call = _sleeper([10.0, 40.0])
+    # Alternating 10 / 40 ms, probe 40 ms: 3 timed calls (10, 40, 10 = 60 ms). extend_ms=200:
+    # (200 - 60) // 20 = 7 rounds affordable, 3 taken (40, 10, 40: 150 ms); then (200 - 150) //
+    # 25 = 2 (10, 40: 200 ms); then none. The spread stays high and is kept, not timed away.
     s = Schedule(warmup=2, iters=24, budget_ms=60.0, min_iters=3, extend_ms=200.0)
-    t = measure(call, torch.device("cpu"), s)
-    assert 3 < len(t.times_ms) < 12
-    assert sum(t.times_ms) <= 200.0 * 1.3  # one round's estimate can overshoot by sleep jitter
-    assert t.spread > 0.02  # kept, and recorded, instead of timing on
+    _, t = _measure_virtual([10.0, 40.0], s)
+    assert t.times_ms == pytest.approx((10.0, 40.0, 10.0, 40.0, 10.0, 40.0, 10.0, 40.0))
+    assert sum(t.times_ms) == pytest.approx(200.0)
+    assert t.spread > 0.02
 
 
 def test_peak_table_specific_first():

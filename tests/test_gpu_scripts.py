@@ -1,10 +1,11 @@
 """scripts/gpu_paper_kernels.sh (through scripts/_sweep.sh) on the CPU with a tiny grid: both
 passes land in their stores, and a second run resumes instead of repeating a cell."""
 
-import json
 import os
 import subprocess
 from pathlib import Path
+
+from lcab.results.store import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ def _run(out: Path) -> str:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return read_rows(path)
 
 
 def test_paper_kernels_script_runs_both_passes_and_resumes(tmp_path):

@@ -235,7 +235,7 @@ def test_dense_fallback_mod():
     check_flex(m, m.dense(), 4)
 
 
-CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+CONF = os.path.join(os.path.dirname(__file__), "..", "lcab", "conf")
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from lcab.config import register_configs
 from lcab.kernels import base as kernels
 from lcab.launch import resolvers
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "lcab" / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
@@ -33,7 +33,7 @@ def test_preset_names_only_registered_parts(preset):
         if key not in ("kernel", "mask", "cp"):
             continue
         for v in values:
-            assert (CONF / key / f"{v}.yaml").exists(), f"{preset}: {key}={v} has no conf/{key}/{v}.yaml"
+            assert (CONF / key / f"{v}.yaml").exists(), f"{preset}: {key}={v} has no lcab/conf/{key}/{v}.yaml"
             if key == "kernel":
                 assert v in kernels.names(), f"{preset}: kernel {v} is not registered"
 

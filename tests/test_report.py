@@ -361,7 +361,7 @@ def test_cli_says_what_is_missing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty"), "--out", str(tmp_path / "rep")])
-    assert "no results.jsonl under" in capsys.readouterr().err
+    assert "no results store (*.jsonl) under" in capsys.readouterr().err
 
 
 def test_real_cp_rows_fill_the_cp_table_and_figures(tmp_path):

@@ -160,4 +160,4 @@ def test_slurm_preemption_records_interrupted_and_the_requeued_job_finishes(tmp_
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
     assert [r["status"] for r in rows(store)] == ["interrupted", "ok"]
-    assert "lcab sweep: 1 cells (1 ok)" in out
+    assert "lcab sweep: 1 cell (1 ok)" in out

@@ -1,28 +1,30 @@
-"""The CP strategy contract, the registry, rank topology and per-step tiles.
+"""The CP strategy contract and rank topology.
 
-A strategy
+A strategy (one module of lcab.cp.strategies, found by lcab.cp.registry)
   check(cp, shape, world) -> Degrees    raises ConfigError / Unsupported with one clear line
-  plan(mask, shard, topo, kernel, shape) -> RankPlan   everything mask-dependent, outside timing
-  attention(q, k, v, plan, ctx) -> out  differentiable; talks only through ctx.comm
+  plan(mask, shard, topo, kernel, shape) -> RankPlan   typed, everything mask-dependent, built
+                                        outside timing and never written to afterwards
+  process_groups(topo, source, device) -> the cell's groups by name (collective)
+  attention(q, k, v, plan, ctx) -> out  differentiable; talks only through ctx.comm / ctx.groups
+  emulated_step(plan, glob, mode), comm_bytes(plan, shape, mode)   cp.emulate on one device
 Ranks sit on a 2-D mesh (ring x ulysses); with cp.ulysses_intra_node (default) the Ulysses
 groups are consecutive ranks (rank = ring_index * U + u), so the all-to-all stays on NVLink.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
 
 import torch
 
 from lcab.config import ConfigError
 from lcab.cp.comm import Comm
+from lcab.cp.groups import cell_groups
 from lcab.cp.sharding import Shard
-from lcab.cp.submask import Run, submask
-from lcab.kernels.base import Kernel, ShapeSpec, StepFns, Unsupported
+from lcab.cp.timer import ComputeTimer
+from lcab.harness.inputs import StepInputs
+from lcab.kernels.base import Kernel, ShapeSpec, Unsupported
 from lcab.masks.forms import full_or_causal
 from lcab.masks.slices import AttnMask
 
@@ -35,15 +37,14 @@ class Degrees:
     windows: int = 1  # double_ring
 
 
-@dataclass
+@dataclass(frozen=True)
 class Topology:
-    """Where this rank sits; groups are torch ProcessGroups (None when emulating)."""
+    """Where this rank sits on the (ring x ulysses) mesh."""
 
     world: int
     rank: int
     deg: Degrees
     intra: bool = True
-    groups: dict = field(default_factory=dict)  # name -> ProcessGroup
 
     def coords(self, rank: int) -> tuple[int, int]:
         """(ring index, ulysses index) of a global rank."""
@@ -71,140 +72,37 @@ class Topology:
         return [self.rank_of(ring, j) for j in range(self.deg.ulysses)]
 
     def at(self, rank: int) -> Topology:
-        return replace(self, rank=rank, groups={})
-
-
-@dataclass
-class Tile:
-    """One kernel call: rows [q0, q1) of the local q buffer x rows [k0, k1) of the visiting K/V."""
-
-    q0: int
-    q1: int
-    k0: int
-    k1: int
-    fns: StepFns
-    area: int
-
-
-class StepCache:
-    """step_fns per distinct sub-mask (full and causal tiles repeat across steps and ranks)."""
-
-    def __init__(self, kernel: Kernel, shape: ShapeSpec) -> None:
-        self.kernel, self.shape, self.fns = kernel, shape, {}
-        self.forms: set[str] = set()
-
-    def get(self, mask: AttnMask) -> StepFns:
-        key = (mask.slices, mask.seqlen_q, mask.seqlen_k)
-        if key not in self.fns:
-            self.fns[key] = self.kernel.step_fns(mask, self.shape)
-            self.forms.add(self.fns[key].form)
-        return self.fns[key]
-
-
-def make_tiles(mask: AttnMask, q_runs: list[Run], k_runs: list[Run], cache: StepCache) -> list[Tile]:
-    """The global mask on (q runs x k runs) as kernel calls: one call on the whole sub-mask, or,
-    where the kernel cannot express it (e.g. flash takes only full/causal), one per run pair."""
-    sm = submask(mask, q_runs, k_runs)
-    if sm is None:
-        return []
-    try:
-        return [Tile(sm.q0, sm.q1, sm.k0, sm.k1, cache.get(sm.mask), sm.area)]
-    except Unsupported as whole:
-        tiles = []
-        for qr in q_runs:
-            for kr in k_runs:
-                try:
-                    tiles += _pair_tiles(mask, qr, kr, cache)
-                except Unsupported as part:
-                    raise Unsupported(
-                        f"{cache.kernel.name} cannot run a CP step of {mask.name}: {part}"
-                    ) from whole
-        return tiles
-
-
-def _pair_tiles(mask: AttnMask, qr: Run, kr: Run, cache: StepCache) -> list[Tile]:
-    """One (q run, k run) pair; if the kernel cannot take it whole, the k run is cut where the q
-    run starts and ends (the diagonal), e.g. all-gathered keys against a causal chunk become a
-    full block before the chunk and a square causal block on it."""
-    s = submask(mask, [qr], [kr])
-    if s is None:
-        return []
-    try:
-        return [Tile(s.q0, s.q1, s.k0, s.k1, cache.get(s.mask), s.area)]
-    except Unsupported:
-        cuts = sorted({c for c in (qr.g0, qr.g1) if kr.g0 < c < kr.g1})
-        if not cuts:
-            raise
-    edges = [kr.g0, *cuts, kr.g1]
-    tiles = []
-    for a, b in pairwise(edges):
-        s = submask(mask, [qr], [Run(a, b, kr.l0 + a - kr.g0)])
-        if s is not None:
-            tiles.append(Tile(s.q0, s.q1, s.k0, s.k1, cache.get(s.mask), s.area))
-    return tiles
-
-
-class ComputeTimer:
-    """Sums the time of the kernel calls of a step (CUDA events on GPU, wall clock on CPU)."""
-
-    def __init__(self, device: torch.device, enabled: bool = False) -> None:
-        self.device, self.enabled = device, enabled
-        self.cpu_s = 0.0
-        self.events: list = []
-        self._t0 = 0.0
-
-    def __enter__(self):
-        if self.enabled:
-            if self.device.type == "cuda":
-                e = torch.cuda.Event(enable_timing=True)
-                e.record()
-                self.events.append([e, None])
-            else:
-                self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            if self.device.type == "cuda":
-                e = torch.cuda.Event(enable_timing=True)
-                e.record()
-                self.events[-1][1] = e
-            else:
-                self.cpu_s += time.perf_counter() - self._t0
-
-    def total_ms(self) -> float:
-        if self.device.type == "cuda" and self.events:
-            torch.cuda.synchronize(self.device)
-            return sum(a.elapsed_time(b) for a, b in self.events)
-        return self.cpu_s * 1e3
-
-    def reset(self) -> None:
-        self.cpu_s, self.events = 0.0, []
+        return replace(self, rank=rank)
 
 
 @dataclass
 class RunCtx:
-    """What attention() needs besides tensors: the comm wrapper and the compute timer."""
+    """What attention() needs besides tensors and its plan: this cell's process groups by name,
+    the comm wrapper and the compute timer (one RunCtx per cell)."""
 
     comm: Comm
     timer: ComputeTimer
+    groups: dict = field(default_factory=dict)  # name -> ProcessGroup (empty when emulating)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RankPlan:
-    shard: Shard
+    """One rank's plan; strategies subclass it with their own typed fields."""
+
+    shard: Shard  # the token layout the harness cuts and gathers (a peer may lay tokens its own way)
     topo: Topology
     heads_q: int  # per rank after the Ulysses split
     heads_kv: int
-    steps: list = field(default_factory=list)  # strategy-specific per-step data
     area: float = 0.0  # visible (q, k) pairs this rank computes, in units of all heads
-    notes: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # recorded with the row
+    no_backward: str = ""  # why this plan's backward cannot run ("" = it can)
 
 
 class Strategy:
     name: str = ""
     summary: str = ""
+    # Why cp.emulate cannot run this strategy at all ("" = see emulated_step), checked first.
+    cannot_emulate: str = ""
 
     def degrees(self, cp: dict, world: int) -> Degrees:
         raise NotImplementedError
@@ -228,6 +126,21 @@ class Strategy:
     def group_specs(self, topo: Topology) -> dict[str, list[list[int]]]:
         """Named families of rank lists this strategy needs as process groups."""
         return {}
+
+    def process_groups(self, topo: Topology, source: str, device: torch.device) -> dict:
+        """This cell's groups by name (collective: every rank calls it, in the same order)."""
+        d = topo.deg
+        specs = self.group_specs(topo)
+        return cell_groups(source, topo.world, d.ulysses, d.ring, topo.intra, device.type, specs)
+
+    def emulated_step(self, plan: RankPlan, glob: StepInputs, mode: str) -> Callable[[], object]:
+        """This rank's compute of one step call on one device, communication replaced by local
+        copies of the global inputs (cp.emulate)."""
+        raise Unsupported(f"{self.name} cannot be emulated on one device (it has no emulated_step)")
+
+    def comm_bytes(self, plan: RankPlan, shape: ShapeSpec, mode: str) -> float:
+        """Bytes this rank would send per step call in `mode`, counted from the algorithm."""
+        raise Unsupported(f"{self.name} counts no emulated bytes (it has no comm_bytes)")
 
 
 def check_heads(ulysses: int, shape: ShapeSpec) -> int:
@@ -255,30 +168,16 @@ def degree(value: int, default: int) -> int:
     return int(value) if int(value) > 0 else default
 
 
-_STRATEGIES: dict[str, Strategy] = {}
-
-
-def register(cls: type[Strategy]) -> type[Strategy]:
-    _STRATEGIES[cls.name] = cls()
-    return cls
-
-
-def _load() -> None:
-    from lcab import cp
-
-    skip = {"base", "comm", "merge", "sharding", "submask", "groups", "execute_cp", "emulate", "__init__"}
-    for mod in pkgutil.iter_modules(cp.__path__):
-        if mod.name not in skip:
-            importlib.import_module(f"{cp.__name__}.{mod.name}")
-
-
-def get(name: str) -> Strategy:
-    _load()
-    if name not in _STRATEGIES:
-        raise ConfigError(f"unknown cp strategy '{name}'; known: {', '.join(sorted(_STRATEGIES))}")
-    return _STRATEGIES[name]
-
-
-def names() -> list[str]:
-    _load()
-    return sorted(_STRATEGIES)
+def mesh_degrees(cp: dict, world: int, strategy: str) -> Degrees:
+    """A 2-D (Ulysses x ring) mesh from cp.ulysses_degree / cp.ring_degree; 0 = the rest of the world."""
+    u = degree(cp.get("ulysses_degree", 0), 0)
+    r = degree(cp.get("ring_degree", 0), 0)
+    if u == 0 and r == 0:
+        raise ConfigError(f"{strategy} needs cp.ulysses_degree or cp.ring_degree")
+    if u == 0:
+        u = world // r if world % r == 0 else 0
+    if r == 0:
+        r = world // u if world % u == 0 else 0
+    if u * r != world:
+        raise ConfigError(f"world size {world} is not ulysses degree {u} x ring degree {r} ({strategy})")
+    return Degrees(ulysses=u, ring=r)

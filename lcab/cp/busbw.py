@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lcab.cp.comm import CommStats, KindInfo, Op, _all_gather, _reduce_scatter
+from lcab.cp.comm import CommStats, KindInfo, Op, all_gather_tensor, reduce_scatter_tensor
 
 # Enough to see a steady per-call time, few enough that the CPU test suite does not notice.
 WARMUP, ITERS = 2, 5
@@ -114,10 +114,10 @@ def _call(spec: Spec, info: KindInfo, device: torch.device) -> Callable[[], None
         return hop
     if spec.op is Op.ALL_GATHER:
         out, inp = buf(n), buf(n // g)
-        return lambda: _all_gather(out, inp, group=group)
+        return lambda: all_gather_tensor(out, inp, group=group)
     if spec.op is Op.REDUCE_SCATTER:
         out, inp = buf(n // g), buf(n)
-        return lambda: _reduce_scatter(out, inp, group=group)
+        return lambda: reduce_scatter_tensor(out, inp, group=group)
     if spec.op is Op.ALL_TO_ALL:
         out, inp = buf(n), buf(n)
         return lambda: dist.all_to_all_single(out, inp, group=group)

@@ -15,8 +15,8 @@ from enum import StrEnum
 import torch
 import torch.distributed as dist
 
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+all_gather_tensor = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+reduce_scatter_tensor = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
 def nbytes(t: torch.Tensor) -> int:
@@ -98,7 +98,7 @@ class Comm:
         w = dist.get_world_size(group)
         self.stats.record(kind, Op.ALL_GATHER, group, nbytes(inp) * (w - 1), out)
         t0 = time.perf_counter()
-        _all_gather(out, inp, group=group)
+        all_gather_tensor(out, inp, group=group)
         self.stats.wait_s += time.perf_counter() - t0
 
     def reduce_scatter(
@@ -107,7 +107,7 @@ class Comm:
         w = dist.get_world_size(group)
         self.stats.record(kind, Op.REDUCE_SCATTER, group, nbytes(inp) * (w - 1) // w, inp)
         t0 = time.perf_counter()
-        _reduce_scatter(out, inp, group=group)
+        reduce_scatter_tensor(out, inp, group=group)
         self.stats.wait_s += time.perf_counter() - t0
 
     def all_to_all(self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_to_all") -> None:

@@ -19,12 +19,11 @@ import torch
 import torch.distributed as dist
 
 from lcab.config import ConfigError, MaskConfig
-from lcab.cp import base as strategies
-from lcab.cp import busbw
-from lcab.cp.base import ComputeTimer, RankPlan, RunCtx, Strategy, Topology
-from lcab.cp.comm import Comm
-from lcab.cp.groups import family, megatron_groups, mesh_groups
+from lcab.cp import busbw, registry
+from lcab.cp.base import RankPlan, RunCtx, Strategy, Topology
+from lcab.cp.comm import Comm, all_gather_tensor
 from lcab.cp.sharding import Shard, imbalance, make_shard
+from lcab.cp.timer import ComputeTimer
 from lcab.execute import classify, judge, now, shape_spec
 from lcab.harness.inputs import StepInputs, inputs_for
 from lcab.harness.step import training_step
@@ -51,15 +50,11 @@ class Prepared:
     plan: RankPlan
 
 
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-
-
 def prepare(cell: Cell, device: torch.device, rank: int, world: int) -> Prepared:
     """Everything that needs no communication; raises ConfigError / Unsupported / Unavailable."""
     c = cell.config
     cp = c["cp"]
-    strategy = strategies.get(cp["name"])
+    strategy = registry.get(cp["name"])
     kernel = kernels.get(c["kernel"]["name"])
     kernel.configure(**{k: v for k, v in c["kernel"].items() if k != "name"})
     ok, why = kernel.available(device)
@@ -75,22 +70,16 @@ def prepare(cell: Cell, device: torch.device, rank: int, world: int) -> Prepared
     shard = make_shard(cp["shard"], mask, world)
     topo = Topology(world, rank, deg, intra=bool(cp.get("ulysses_intra_node", True)))
     plan = strategy.plan(mask, shard, topo, kernel, shape)
-    if mode != "fwd" and plan.extra.get("no_backward"):  # peers whose backward is missing
-        raise Unsupported(plan.extra["no_backward"])
+    if mode != "fwd" and plan.no_backward:  # peers whose backward is missing
+        raise Unsupported(plan.no_backward)
     # A peer may lay tokens out its own way (yunchang's extract_local); lcab cuts and gathers that.
     return Prepared(strategy, kernel, mask, shape, plan.shard, topo, plan)
 
 
-def _groups(p: Prepared, cp: dict, device: torch.device) -> dict:
-    deg, topo = p.topo.deg, p.topo
-    if cp.get("groups", "mesh") == "megatron":
-        out = megatron_groups(deg.ulysses, deg.ring)
-    else:
-        out = mesh_groups(topo.world, deg.ulysses, deg.ring, topo.intra, device.type)
-    for name, lists in p.strategy.group_specs(topo).items():
-        if name not in out or out[name] is None:
-            out[name] = family(lists, tag=name)
-    return out
+def open_cell(p: Prepared, cp: dict, device: torch.device) -> RunCtx:
+    """This cell's process groups (collective: every rank calls it) with a fresh comm and timer."""
+    groups = p.strategy.process_groups(p.topo, cp.get("groups", "mesh"), device)
+    return RunCtx(Comm(), ComputeTimer(device), groups)
 
 
 def local_inputs(inputs: StepInputs, shard: Shard, rank: int) -> StepInputs:
@@ -113,7 +102,7 @@ def gather_global(local: dict[str, torch.Tensor], shard: Shard, seqlen: int, gro
     for name, t in local.items():
         t = t.contiguous()
         buf = torch.empty((w * t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device)
-        _all_gather(buf, t, group=group)
+        all_gather_tensor(buf, t, group=group)
         if dist.get_rank() == 0:
             parts = buf.view(w, *t.shape)
             g = torch.zeros((t.shape[0], seqlen, *t.shape[2:]), dtype=t.dtype, device=t.device)
@@ -158,13 +147,13 @@ def run_rank(cell: Cell, device: torch.device) -> Result | None:
         res.env = environment(device, kernel_versions)
         res.finished_at = now()
         return res
-    prep.topo.groups = _groups(prep, c["cp"], device)
+    run = open_cell(prep, c["cp"], device)
     fault = os.environ.get("LCAB_FAULT_RANK")  # fault injection for the launcher's tests
     if fault is not None and int(fault) == rank:
         if os.environ.get("LCAB_FAULT_KIND", "raise") == "hang":
             time.sleep(3600)  # the peers' next collective times out
         raise RuntimeError(f"injected fault on rank {rank} (LCAB_FAULT_RANK)")
-    metrics = _measure(cell, prep, device)
+    metrics = _measure(cell, prep, device, run)
     if rank != 0:
         return None
     res.env = environment(device, kernel_versions)
@@ -174,14 +163,13 @@ def run_rank(cell: Cell, device: torch.device) -> Result | None:
     return res
 
 
-def _measure(cell: Cell, p: Prepared, device: torch.device) -> dict | None:
+def _measure(cell: Cell, p: Prepared, device: torch.device, run: RunCtx) -> dict | None:
     c, b = cell.config, cell.config["bench"]
     rank, world = p.topo.rank, p.topo.world
     mode = b["mode"]
     mask, shape = p.mask, p.shape
     glob = inputs_for(shape, mask, b["seed"])
     inputs = local_inputs(glob, p.shard, rank)
-    run = RunCtx(Comm(), ComputeTimer(device))
 
     def fn(q, k, v):
         return p.strategy.attention(q, k, v, p.plan, run), None

@@ -2,7 +2,8 @@
 groups (dK/dV rings, double-ring windows) by enumeration; megatron's parallel_state on request.
 
 Creating groups is collective over all ranks, so every rank builds every family in the same
-order; families are cached per process and reused across the cells of a sweep.
+order. Each cell gets its own name -> group mapping (cell_groups); the torch groups behind it
+are cached per process by their exact rank layout and reused by later cells of that layout.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def family(lists: list[list[int]], tag: str = ""):
                 mine = g
         _CACHE[key] = mine
     return _CACHE[key]
+
+
+def cell_groups(
+    source: str, world: int, ulysses: int, ring: int, intra: bool, device_type: str, families: dict
+) -> dict:
+    """This cell's groups by name: the mesh's (or megatron's) ring and Ulysses groups, then the
+    strategy's extra families (name -> disjoint rank lists) that the base does not provide."""
+    if source == "megatron":
+        out = dict(megatron_groups(ulysses, ring))
+    else:
+        out = dict(mesh_groups(world, ulysses, ring, intra, device_type))
+    for name, lists in families.items():
+        if out.get(name) is None:
+            out[name] = family(lists, tag=name)
+    return out
 
 
 def megatron_groups(ulysses: int, ring: int) -> dict:

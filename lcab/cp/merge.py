@@ -7,6 +7,8 @@ out 0, lse -inf. Doing this in the input dtype (bf16) is a known source of ring 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -49,10 +51,20 @@ def _merge(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: tor
 
 def merge_into(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:
     """In place: (acc_o, acc_l) <- merge((acc_o, acc_l), (out, lse)). On CUDA an fp32 merge is
-    one Triton kernel (lcab/cp/merge_triton.py): eager it is ~6 passes over the fp32 buffer."""
-    if acc_o.is_cuda and acc_o.dtype == torch.float32:
-        from lcab.cp.merge_triton import merge_rows  # triton ships with every CUDA torch
-
-        merge_rows(acc_o, acc_l, out, lse)
+    one Triton kernel (lcab/cp/merge_triton.py) when Triton imports: eager it is ~6 passes over
+    the fp32 buffer."""
+    rows = _triton_merge_rows() if acc_o.is_cuda and acc_o.dtype == torch.float32 else None
+    if rows is not None:
+        rows(acc_o, acc_l, out, lse)
     else:
         _merge(acc_o, acc_l, out, lse)
+
+
+@functools.cache
+def _triton_merge_rows():
+    """The Triton merge, or None where Triton is not installed (an optional dependency)."""
+    try:
+        from lcab.cp.merge_triton import merge_rows
+    except ImportError:
+        return None
+    return merge_rows

@@ -5,15 +5,30 @@ by lcab.harness.verify's rule. Used by the tests (many cases in one pool) and ha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
-from lcab.cp.base import ComputeTimer, RunCtx
-from lcab.cp.comm import Comm
-from lcab.cp.execute_cp import _groups, gather_global, local_inputs, prepare
+import lcab
+from lcab.cp.execute_cp import gather_global, local_inputs, open_cell, prepare
 from lcab.harness.inputs import inputs_for
 from lcab.harness.verify import compare, kernel_outputs, reference
 from lcab.plan import Cell
+
+
+def _option_defaults(cp: str) -> dict:
+    """The degrees and switches the strategy's own option file (lcab/conf/cp/<name>.yaml) sets."""
+    path = Path(lcab.__file__).parent / "conf" / "cp" / f"{cp}.yaml"
+    if not path.exists():
+        return {}
+    opts = OmegaConf.to_container(OmegaConf.load(path))
+    return {
+        k: v
+        for k, v in opts.items()
+        if k in ("ulysses_degree", "ring_degree", "windows", "ulysses_intra_node")
+    }
 
 
 def case_config(
@@ -41,10 +56,7 @@ def case_config(
         "groups": "mesh",
         "emulate": 0,
     }
-    if cp == "usp":
-        cp_cfg["ulysses_degree"] = 2
-    if cp == "double_ring":
-        cp_cfg["ulysses_degree"] = 1
+    cp_cfg.update(_option_defaults(cp), shard=shard)
     cp_cfg.update(cp_opts)
     return {
         "kernel": {"name": kernel},
@@ -78,11 +90,10 @@ def check_case(config: dict) -> dict | None:
     device = torch.device(config["bench"]["device"])
     rank = dist.get_rank()
     prep = prepare(cell, device, rank, dist.get_world_size())
-    prep.topo.groups = _groups(prep, config["cp"], device)
+    run = open_cell(prep, config["cp"], device)
     s = prep.shape
     glob = inputs_for(s, prep.mask, config["bench"]["seed"])
     inputs = local_inputs(glob, prep.shard, rank)
-    run = RunCtx(Comm(), ComputeTimer(device))
 
     def fn(q, k, v):
         return prep.strategy.attention(q, k, v, prep.plan, run), None

@@ -67,7 +67,7 @@ def _chunks(start: int, length: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
-def _finish(name: str, seqlen: int, ranges: list[list[tuple[int, int]]], notes: dict) -> Shard:
+def shard_from_ranges(name: str, seqlen: int, ranges: list[list[tuple[int, int]]], notes: dict) -> Shard:
     ranges = [[r for r in rs if r[1] > r[0]] for rs in ranges]
     counts = [sum(b - a for a, b in rs) for rs in ranges]
     local = max(counts)
@@ -78,7 +78,9 @@ def _finish(name: str, seqlen: int, ranges: list[list[tuple[int, int]]], notes: 
 def contiguous(seqlen: int, world: int) -> Shard:
     ch = _chunks(0, seqlen, world)
     uneven = seqlen % world != 0
-    return _finish("contiguous", seqlen, [[c] for c in ch], {"split": "uneven" if uneven else "even"})
+    return shard_from_ranges(
+        "contiguous", seqlen, [[c] for c in ch], {"split": "uneven" if uneven else "even"}
+    )
 
 
 def zigzag(seqlen: int, world: int) -> Shard:
@@ -86,7 +88,7 @@ def zigzag(seqlen: int, world: int) -> Shard:
     ch = _chunks(0, seqlen, 2 * world)
     uneven = seqlen % (2 * world) != 0
     ranges = [[ch[r], ch[2 * world - 1 - r]] for r in range(world)]
-    return _finish("zigzag", seqlen, ranges, {"split": "uneven" if uneven else "even"})
+    return shard_from_ranges("zigzag", seqlen, ranges, {"split": "uneven" if uneven else "even"})
 
 
 def doc_zigzag(mask: AttnMask, world: int) -> Shard:
@@ -104,7 +106,7 @@ def doc_zigzag(mask: AttnMask, world: int) -> Shard:
         for r in range(world):
             ranges[r] += [ch[r], ch[2 * world - 1 - r]]
         pos += n
-    return _finish(
+    return shard_from_ranges(
         "doc_zigzag", mask.seqlen_q, ranges, {"split": f"uneven in {uneven}/{len(mask.doc_lens)} docs"}
     )
 
@@ -146,7 +148,7 @@ def _balanced(mask: AttnMask, world: int, chunks_per_rank: int) -> Shard:
         load[r] += area[i]
         count[r] += 1
     ranges = [[ch[i] for i in range(n) if owner[i] == r] for r in range(world)]
-    shard = _finish("balanced", s, ranges, {"split": f"{n} chunks, {per} per rank"})
+    shard = shard_from_ranges("balanced", s, ranges, {"split": f"{n} chunks, {per} per rank"})
     shard.notes["imbalance"] = imbalance(list(load))
     return shard
 

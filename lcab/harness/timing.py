@@ -101,14 +101,18 @@ class Schedule:
         return warmup, iters
 
 
+Clock = Callable[[], float]  # seconds; the wall clock by default, a virtual one in tests
+
+
 def measure(
     call: Callable[[], object],
     device: torch.device,
     schedule: Schedule,
     l2_flush_mb: int = 0,
     barrier: Callable[[], None] | None = None,
+    clock: Clock = time.perf_counter,
 ) -> Timing:
-    return measure_interleaved([call], device, schedule, l2_flush_mb, barrier)[0]
+    return measure_interleaved([call], device, schedule, l2_flush_mb, barrier, clock)[0]
 
 
 def measure_interleaved(
@@ -117,28 +121,30 @@ def measure_interleaved(
     schedule: Schedule,
     l2_flush_mb: int = 0,
     barrier: Callable[[], None] | None = None,
+    clock: Clock = time.perf_counter,
 ) -> list[Timing]:
     """Times several calls round-robin (iteration i of every call before iteration i + 1), so a
     slow drift of the device (clocks, temperature) spreads over all of them instead of
-    penalising whichever is timed last. One call is the plain protocol."""
+    penalising whichever is timed last. One call is the plain protocol. `clock` times CPU calls
+    and the adaptive probe (CUDA calls are timed by events)."""
     for call in calls:
         call()  # first call: compilation, autotuning, handle creation
     warmup, iters = schedule.warmup, schedule.iters
     probes = 0
     if schedule.adaptive:
-        warmup, iters = schedule.sized(_probe_ms(calls, device))
+        warmup, iters = schedule.sized(_probe_ms(calls, device, clock))
         probes = 1  # the probe round is one of the warmup rounds
     for _ in range(warmup - probes):
         for call in calls:
             call()
-    timed = _timed_rounds(calls, device, iters, l2_flush_mb, barrier)
+    timed = _timed_rounds(calls, device, iters, l2_flush_mb, barrier, clock)
     while schedule.adaptive and len(timed[0]) < schedule.iters:
         if max(Timing(tuple(t)).spread for t in timed) <= schedule.max_spread:
             break
         more = min(len(timed[0]), schedule.iters - len(timed[0]), _affordable(timed, schedule.extend_ms))
         if more < 1:
             break  # a slow noisy cell keeps its spread (recorded per row) rather than the GPU time
-        extra = _timed_rounds(calls, device, more, l2_flush_mb, barrier)
+        extra = _timed_rounds(calls, device, more, l2_flush_mb, barrier, clock)
         timed = [a + b for a, b in zip(timed, extra, strict=True)]
     return [Timing(tuple(t), warmup=warmup) for t in timed]
 
@@ -152,18 +158,18 @@ def _affordable(timed: list[list[float]], extend_ms: float) -> int:
     return int((extend_ms - spent) // per_round) if per_round > 0 else 1 << 30
 
 
-def _probe_ms(calls: list[Callable[[], object]], device: torch.device) -> float:
+def _probe_ms(calls: list[Callable[[], object]], device: torch.device, clock: Clock) -> float:
     """Wall time of one round of calls, synchronized: sizes an adaptive schedule."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _d: None)
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for call in calls:
         call()
     sync(device)
-    return (time.perf_counter() - t0) * 1e3
+    return (clock() - t0) * 1e3
 
 
-def _timed_rounds(calls, device, iters, l2_flush_mb, barrier) -> list[list[float]]:
+def _timed_rounds(calls, device, iters, l2_flush_mb, barrier, clock) -> list[list[float]]:
     if device.type == "cuda":
         return _measure_cuda(calls, device, iters, l2_flush_mb, barrier)
     times: list[list[float]] = [[] for _ in calls]
@@ -171,9 +177,9 @@ def _timed_rounds(calls, device, iters, l2_flush_mb, barrier) -> list[list[float
         for j, call in enumerate(calls):
             if barrier is not None:
                 barrier()
-            t0 = time.perf_counter()
+            t0 = clock()
             call()
-            times[j].append((time.perf_counter() - t0) * 1e3)
+            times[j].append((clock() - t0) * 1e3)
     return times
 
 

@@ -43,6 +43,8 @@ class Capabilities:
     gqa: bool  # takes Hkv < Hq without replicating K/V
     backward: bool
     returns_lse: bool
+    # Where the backward exists when that is narrower than `devices` (flex: CUDA only); None: all.
+    backward_devices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,22 @@ class Kernel:
         if device.type not in self.capabilities.devices:
             return False, f"{self.name} runs on {'/'.join(self.capabilities.devices)}, not {device.type}"
         return True, ""
+
+    def has_backward(self, device_type: str) -> bool:
+        """Whether a backward runs on this device type: decided before any forward is computed."""
+        c = self.capabilities
+        return c.backward and (c.backward_devices is None or device_type in c.backward_devices)
+
+    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
+        """Peak bytes one step of `mode` allocates beyond q, k, v, dout, out and the gradients
+        (lcab.harness.memory counts those), for the memory check before anything is allocated.
+        Raise Unsupported here, as prepare() would, when the mask cannot be expressed.
+
+        Default, for a kernel that declares nothing: conservative, an eager kernel that
+        materialises every score and keeps several such tensors for its backward."""
+        from lcab.harness import memory
+
+        return memory.materialised(mask, shape, mode, memory.CONSERVATIVE)
 
     def check(self, mask: AttnMask, shape: ShapeSpec) -> None:
         """Raise Unsupported for dtype/shape; mask expressibility is checked in prepare()."""

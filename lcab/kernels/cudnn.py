@@ -347,6 +347,12 @@ class Cudnn(Kernel):
         """The VarlenForm cuDNN runs, or Unsupported; needs neither the package nor a GPU."""
         return express(self.name, mask)
 
+    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
+        from lcab.harness import memory
+
+        self.expressed(mask)  # Unsupported before any memory verdict
+        return memory.tiled(mask, shape)
+
     def _handle(self, cudnn, shape: ShapeSpec):
         device = torch.device(shape.device)
         index = device.index if device.index is not None else torch.cuda.current_device()

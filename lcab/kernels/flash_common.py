@@ -67,6 +67,12 @@ class FlashKernel(Kernel):
         """The VarlenForm this kernel runs, or Unsupported; needs neither the package nor a GPU."""
         return express(self.name, mask)
 
+    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
+        from lcab.harness import memory
+
+        self.expressed(mask)  # Unsupported before any memory verdict
+        return memory.tiled(mask, shape)
+
     def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
         form = self.expressed(mask)
         ok, why = self.available(shape.device)

@@ -8,6 +8,8 @@ return the LSE, so CPU always runs uncompiled, and a backward through it raises 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, Unsupported, register, scale
@@ -37,6 +39,17 @@ def _compiled_flex(dynamic: bool):
     return _COMPILED[dynamic]
 
 
+def _quiet_uncompiled_warning() -> None:
+    """CPU flex runs uncompiled by design (see above); torch's 9-line advice to compile it would
+    print on every CPU flex cell. Only that message, from flex_attention's module, is ignored."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"flex_attention called without torch\.compile\(\)",
+        category=UserWarning,
+        module=r"torch\.nn\.attention\.flex_attention",
+    )
+
+
 class _ForwardOnly(torch.autograd.Function):
     """CPU flex: torch refuses inputs that require grad, even under no_grad. Run the forward on
     detached inputs and make a later backward say why it cannot run, so fwd cells still time."""
@@ -62,9 +75,21 @@ class Flex(Kernel):
         dtypes=("bf16", "fp16", "fp32"),
         mask_forms=("block_mask",),
         gqa=True,
-        backward=True,  # CUDA only: on CPU a backward through fn raises Unsupported
+        backward=True,
+        backward_devices=("cuda",),  # CPU: refused before any forward runs (and by _ForwardOnly)
         returns_lse=True,
     )
+
+    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
+        from lcab.harness import memory
+        from lcab.masks.flex import mask_mod_kind
+
+        dense = (self.option("mask_mod") or mask_mod_kind(mask)) == "dense"
+        if not (bool(self.option("compile", True)) and shape.device.type == "cuda"):
+            return memory.materialised(mask, shape, mode, memory.FLEX_UNFUSED)  # the unfused path
+        tiles = -(-mask.seqlen_q // 128) * -(-mask.seqlen_k // 128) * 16  # BlockMask tables
+        extra = memory.dense_mask(mask.seqlen_q, mask.seqlen_k) if dense else 0
+        return memory.tiled(mask, shape) + tiles + extra
 
     def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
         from torch.nn.attention.flex_attention import AuxRequest, flex_attention
@@ -83,6 +108,8 @@ class Flex(Kernel):
         gqa = shape.heads_q != shape.heads_kv
         sm_scale = scale(shape.head_dim)
         on_cpu = device.type == "cpu"
+        if on_cpu:
+            _quiet_uncompiled_warning()
         aux = AuxRequest(lse=True)
 
         def attention(q, k, v):

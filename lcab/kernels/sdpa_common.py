@@ -28,21 +28,41 @@ class SdpaKernel(Kernel):
     takes_dense_mask: bool = True
     packages = ("torch",)
 
-    def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
+    def form(self, mask: AttnMask) -> str:
+        """How the mask reaches SDPA: none, is_causal or dense; Unsupported where it cannot."""
         if mask.seqlen_q != mask.seqlen_k and not is_full(mask):
             raise Unsupported(f"{self.name} takes only square masks beyond full")
-        kwargs: dict = {"scale": scale(shape.head_dim)}
         if is_full(mask):
-            form = "none"
-        elif is_causal(mask):
+            return "none"
+        if is_causal(mask):
+            return "is_causal"
+        if self.takes_dense_mask:
+            return "dense"
+        raise Unsupported(f"{self.name} cannot express {mask.name}: backend takes only full or causal")
+
+    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
+        from lcab.harness import memory
+
+        form = self.form(mask)
+        math = self.backend == SDPBackend.MATH or (
+            self.backend is None and shape.dtype == torch.float64 and shape.device.type == "cuda"
+        )
+        if math:
+            return memory.materialised(mask, shape, mode, memory.MATH, with_mask=form == "dense")
+        work = memory.tiled(mask, shape)
+        if form == "dense":  # the boolean mask and the additive bias a fused backend makes of it
+            work += memory.dense_mask(mask.seqlen_q, mask.seqlen_k)
+            work += mask.seqlen_q * mask.seqlen_k * memory.elem(shape.dtype)
+        return work
+
+    def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
+        kwargs: dict = {"scale": scale(shape.head_dim)}
+        form = self.form(mask)
+        if form == "is_causal":
             kwargs["is_causal"] = True
-            form = "is_causal"
-        elif self.takes_dense_mask:
+        elif form == "dense":
             # [S, S] broadcasts over batch and heads.
             kwargs["attn_mask"] = mask.dense(shape.device)
-            form = "dense"
-        else:
-            raise Unsupported(f"{self.name} cannot express {mask.name}: backend takes only full or causal")
         # The `sdpa` kernel leaves the choice to torch; the others pin exactly one backend.
         backends = [self.backend] if self.backend is not None else None
         gqa = self._gqa_native(shape, kwargs, backends)

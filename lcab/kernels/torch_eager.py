@@ -52,6 +52,11 @@ class TorchEager(Kernel):
         fn.notes = {"mask_form": "dense"}  # every (q, k) pair is computed, masked or not
         return fn
 
+    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
+        from lcab.harness import memory
+
+        return memory.materialised(mask, shape, mode, memory.EAGER)
+
     def step_fns(self, mask: AttnMask, shape: ShapeSpec) -> StepFns:
         return eager_step_fns(mask, shape)
 

@@ -1,4 +1,5 @@
-"""Cells in a child process with a wall-clock limit (bench.timeout_s > 0).
+"""Cells in a child process: with a wall-clock limit (bench.timeout_s > 0), or without one for
+cells that may run long, so that a stop signal ends them at once (lcab.launch.placement).
 
 One child serves cell after cell of a sweep, so a sweep pays interpreter start-up, CUDA
 context creation and torch.compile caches once, not per cell (about 2 s per cell on a 2-core
@@ -90,7 +91,10 @@ def shutdown() -> None:
         _child = None
 
 
-def run_with_timeout(cell: Cell, timeout_s: float) -> Result:
+def run_with_timeout(cell: Cell, timeout_s: float | None) -> Result:
+    """Run the cell in the serving child; None waits without a limit. While this process waits
+    (Connection.poll), a stop signal's handler runs at once; whatever it raises kills the child's
+    process group before it propagates."""
     global _child
     started = now()
 

@@ -24,6 +24,22 @@ import torch.multiprocessing as mp
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
+# CPU ranks share the host's cores through gloo; past a few per core a world only waits on
+# itself. The floor keeps one 8-rank node's worth of ranks possible on any machine.
+CPU_RANKS_PER_CORE = 4
+CPU_RANKS_FLOOR = 8
+
+
+def max_local_ranks(device_type: str) -> int:
+    """The most worker processes cluster=local starts here: one per visible GPU on CUDA,
+    4 per core (8 at least) on CPU."""
+    if device_type == "cuda":
+        import torch
+
+        return torch.cuda.device_count()
+    return max(CPU_RANKS_FLOOR, CPU_RANKS_PER_CORE * (os.cpu_count() or 1))
+
+
 class WorkerError(RuntimeError):
     def __init__(self, rank: int, status: str, reason: str, tb: str = "") -> None:
         super().__init__(f"rank {rank}: {reason}")
@@ -92,6 +108,8 @@ def _worker(rank, world, port, backend, device_type, timeout_s, tasks, results) 
 
 class LocalPool:
     def __init__(self, nproc: int, backend: str, device_type: str, timeout_s: float = 120.0) -> None:
+        if nproc < 1:  # zero workers would "answer" every task with nothing
+            raise ValueError(f"a pool needs at least one worker, got nproc={nproc}")
         self.nproc, self.backend, self.device_type = nproc, backend, device_type
         ctx = mp.get_context("spawn")
         os.environ.update(SAFE_ENV)

@@ -1,6 +1,6 @@
 """Slurm through hydra-submitit-launcher: one Slurm job per cell, one Slurm task per rank.
 
-conf/cluster/slurm.yaml maps cluster.* onto hydra.launcher.* (nodes, tasks per node, GPUs,
+lcab/conf/cluster/slurm.yaml maps cluster.* onto hydra.launcher.* (nodes, tasks per node, GPUs,
 partition, account, time, setup lines). Inside each task, `export_env()` turns submitit's
 JobEnvironment (global rank, number of tasks, hostnames) into the variables of PyTorch's
 env:// rendezvous, which the distributed launcher then uses like torchrun's.

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # Draws are made in fixed-size batches so a seed gives the same lengths however many are used.
 _BATCH = 64
+# Packing is a Python loop (a few us per document): past this many documents a mask is not a
+# benchmark any kernel runs, and the loop would run for minutes before anything said so.
+MAX_DOCS = 2**21
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,15 @@ def sample_doc_lens(cfg: MaskConfig, seqlen: int) -> tuple[int, ...]:
         raise ValueError(f"long_doc_frac must be in [0, 1], got {cfg.long_doc_frac}")
     if cfg.long_doc_frac > 0 and not 1 <= cfg.long_min <= cfg.long_max:
         raise ValueError(f"need 1 <= long_min <= long_max, got {cfg.long_min}, {cfg.long_max}")
+    if not 0.0 < cfg.max_doc_frac <= 1.0:  # <= 0 would split every document into 1-token pieces
+        raise ValueError(f"max_doc_frac must be in (0, 1], got {cfg.max_doc_frac}")
     table = load_table(cfg.doc_table)
     cap = max_doc_len(cfg, seqlen)
     rng = np.random.default_rng(cfg.seed)
     out: list[int] = []
     total = 0
     while total < seqlen:
+        _check_count(len(out), seqlen)
         for n in draw_lengths(rng, _BATCH, table, cfg.long_doc_frac, cfg.long_min, cfg.long_max).tolist():
             while n > 0 and total < seqlen:
                 piece = min(n, cap, seqlen - total)
@@ -113,6 +119,7 @@ def sample_block_docs(cfg: MaskConfig, seqlen: int) -> tuple[int, ...]:
     out: list[int] = []
     total = 0
     while total < seqlen:
+        _check_count(len(out), seqlen)
         for nb in rng.integers(1, cfg.max_blocks_per_doc + 1, size=_BATCH).tolist():
             piece = min(nb * cfg.block, seqlen - total)
             out.append(piece)
@@ -120,6 +127,13 @@ def sample_block_docs(cfg: MaskConfig, seqlen: int) -> tuple[int, ...]:
             if total == seqlen:
                 break
     return tuple(out)
+
+
+def _check_count(n_docs: int, seqlen: int) -> None:
+    if n_docs > MAX_DOCS:
+        raise ValueError(
+            f"more than {MAX_DOCS} documents in {seqlen} tokens: use a shorter seqlen or longer documents"
+        )
 
 
 def doc_params(cfg: MaskConfig) -> dict:

@@ -12,8 +12,9 @@ import pandas as pd
 
 from lcab.report import figures, tables
 from lcab.report.commands import sweep_commands
-from lcab.report.html import Report, write_html, write_markdown
+from lcab.report.html import Report, bad_lines_note, write_html, write_markdown
 from lcab.report.load import NoResults, dedup_cells, find_stores, load, measurable
+from lcab.results.store import bad_lines
 
 # Long-form columns of cells.csv: what a cell is, and its main numbers.
 CELL_COLUMNS = [
@@ -91,6 +92,7 @@ def render(
         figures=figs,
         commands=sweep_commands(everything),
         compare=_compare(*compare, out) if compare else None,
+        bad_lines={str(p): n for p in stores if (n := bad_lines(p))},
         generated={
             "command": shlex.join(["python", "-m", "lcab.report", *(argv if argv is not None else sources)]),
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Tables, figures and an index (HTML + markdown) from lcab results stores.",
     )
     ap.add_argument(
-        "paths", nargs="*", help="directories (searched for results.jsonl), globs, or JSONL files"
+        "paths", nargs="*", help="directories (searched for every *.jsonl), globs, or JSONL files"
     )
     ap.add_argument("--out", default="report", help="output directory (default: ./report)")
     ap.add_argument("--seqlen", help="sequence length of the kernel x mask heatmap (default: longest common)")
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"lcab.report: {len(rep.rows)} cells from {len(rep.stores)} store(s) -> {len(rep.tables)} tables, {drawn} figures"
     )
+    if rep.bad_lines:
+        print(f"  {bad_lines_note(rep)}")
     for s in skipped:
         print(f"  figure not drawn ({s.kind}): {s.reason}")
     if rep.compare:

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from lcab import config as schema
 from lcab.report.tables import seqlen_text
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 # Groups chosen by name on the command line, with their schema defaults.
 GROUPS = {
     "kernel": schema.KernelConfig,
@@ -90,7 +90,7 @@ def _shape_override(shape: dict, device_type: str) -> list[tuple[str, str]]:
 
 
 def overrides(config: dict) -> list[tuple[str, str]]:
-    """(key, value) overrides that recreate one resolved config from conf/config.yaml."""
+    """(key, value) overrides that recreate one resolved config from lcab/conf/config.yaml."""
     out: list[tuple[str, str]] = []
     top = (
         OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
@@ -167,9 +167,11 @@ def _derived(configs: list[dict], cells: list[dict[str, str]]) -> None:
     seqlen = n x world for one n across several worlds is `${lcab_per_gpu:n}`; nproc = 1 for
     cp=none and one n otherwise is `${lcab_cp_ranks:n}` (lcab/launch/resolvers.py).
     """
-    worlds = {c.get("world", 1) for c in configs}
-    per = {c.get("seqlen", 0) / max(c.get("world", 1), 1) for c in configs}
-    if len(worlds) > 1 and len(per) == 1 and all(isinstance(c.get("seqlen"), int) for c in configs):
+    # Only resolved configs have an int seqlen and world (an invalid-config row keeps what was typed).
+    sized = all(isinstance(c.get("seqlen"), int) and isinstance(c.get("world", 1), int) for c in configs)
+    worlds = {c.get("world", 1) for c in configs} if sized else set()
+    per = {c["seqlen"] / max(c.get("world", 1), 1) for c in configs} if sized else set()
+    if len(worlds) > 1 and len(per) == 1:
         n = int(per.pop())
         if n * min(worlds) == min(c["seqlen"] for c in configs):
             for cell in cells:

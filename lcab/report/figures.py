@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lcab.report.load import MARK_LEGEND, MARKS
-from lcab.report.tables import collapse, seqlen_text, slug
+from lcab.report.tables import Series, collapse, cp_rows, rank_word, scaling_series, seqlen_text, slug
 
 STYLE = {
     "font.size": 11,
@@ -275,68 +275,72 @@ def _num(v: float) -> str:
     return f"{v:.1f}" if abs(v) >= 1 or v == 0 else f"{v:.2g}"
 
 
-def _cp_rows(df: pd.DataFrame) -> pd.DataFrame:
-    rows = df[df["cp"] != "none"].copy()
-    if rows.empty:
-        return rows
-    rows["tokens_per_gpu"] = (rows["seqlen"] // rows["world"].clip(lower=1)).astype(int)
-    rows, _ = collapse(rows, ["setup", "mask_label", "mode", "tokens_per_gpu", "strategy", "world"])
-    return rows
-
-
 def cp_scaling(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
-    """Weak scaling: TFLOPs/s per GPU vs world, one line per strategy, one panel per mask."""
-    rows = _cp_rows(df)
+    """TFLOPs/s per rank vs world, one line per strategy, one panel per mask; one figure per
+    scaling series (weak: tokens per rank fixed; strong: total tokens fixed), from the rows."""
+    rows = cp_rows(df)
     if rows.empty:
-        return [Skip("cp_scaling", "no CP rows (cp != none): nothing to draw weak scaling from")]
+        return [Skip("cp_scaling", "no CP rows (cp != none): nothing to draw scaling from")]
     colors = palette(list(dict.fromkeys(rows["strategy"])))
     made: list[Figure | Skip] = []
     multi = rows["setup"].nunique() > 1
-    for (setup, mode, tok), grp in rows.groupby(["setup", "mode", "tokens_per_gpu"], sort=False):
-        masks = list(dict.fromkeys(grp["mask_label"]))
-        strategies = list(dict.fromkeys(grp["strategy"]))
-        worlds = sorted(grp["world"].astype(int).unique())
-        with plt.rc_context(STYLE):
-            fig, axes = _grid(len(masks))
-            for ax, mask in zip(axes, masks, strict=True):
-                sub = grp[grp["mask_label"] == mask]
-                vals = [v for v in (_value_of(r) for _, r in sub.iterrows()) if v is not None]
-                ymax = max(vals) * 1.15 if vals else 1.0
-                marks = []
-                for strat in strategies:
-                    ss = sub[sub["strategy"] == strat].sort_values("world")
-                    pts = [(int(r["world"]), _value_of(r)) for _, r in ss.iterrows()]
-                    good = [(w, v) for w, v in pts if v is not None]
-                    if good:
-                        ax.plot(*zip(*good, strict=True), marker="o", color=colors[strat], label=strat)
-                    for _, r in ss.iterrows():
-                        if _value_of(r) is None:
-                            marks.append((int(r["world"]), _mark_of(r), colors[strat]))
-                _draw_marks(ax, marks, ymax)
-                ax.set_ylim(0, ymax)
-                if len(worlds) > 1 and worlds[-1] / max(worlds[0], 1) >= 4:
-                    ax.set_xscale("log", base=2)
-                ax.set_xticks(worlds, [str(w) for w in worlds])
-                ax.minorticks_off()
-                ax.set_title(mask)
-                ax.set_xlabel("GPUs (world size)")
-                ax.set_ylabel("TFLOPs/s per GPU")
-            handles = [plt.Line2D([0], [0], color=colors[s], marker="o") for s in strategies]
-            title = f"Context parallelism, weak scaling ({mode}, {seqlen_text(tok)} tokens per GPU)"
-            _finish(fig, title, setup, (handles, strategies), "Marks at a point's place: " + MARK_NOTE)
-            name = slug("cp_scaling", mode, seqlen_text(tok), setup if multi else "")
-            png, svg = _save(fig, out, name)
-        made.append(
-            Figure(
-                "cp_scaling",
-                name,
-                f"{title} — {setup}",
-                png,
-                svg,
-                "Per-GPU TFLOPs/s (FLOPs / (max-over-ranks time x world)) against the number of GPUs.",
-            )
-        )
+    for (setup, mode), by_mode in rows.groupby(["setup", "mode"], sort=False):
+        word = rank_word(by_mode)
+        for series in scaling_series(by_mode):
+            made.append(_scaling_figure(series, setup, mode, word, colors, out, multi))
     return made
+
+
+def _scaling_figure(
+    series: Series, setup: str, mode: str, word: str, colors: dict, out: Path, multi: bool
+) -> Figure:
+    grp = series.rows
+    masks = list(dict.fromkeys(grp["mask_label"]))
+    strategies = list(dict.fromkeys(grp["strategy"]))
+    worlds = sorted(grp["world"].astype(int).unique())
+    with plt.rc_context(STYLE):
+        fig, axes = _grid(len(masks))
+        for ax, mask in zip(axes, masks, strict=True):
+            sub = grp[grp["mask_label"] == mask]
+            vals = [v for v in (_value_of(r) for _, r in sub.iterrows()) if v is not None]
+            ymax = max(vals) * 1.15 if vals else 1.0
+            marks = []
+            for strat in strategies:
+                ss = sub[sub["strategy"] == strat].sort_values("world")
+                pts = [(int(r["world"]), _value_of(r)) for _, r in ss.iterrows()]
+                good = [(w, v) for w, v in pts if v is not None]
+                if good:
+                    ax.plot(*zip(*good, strict=True), marker="o", color=colors[strat], label=strat)
+                for _, r in ss.iterrows():
+                    if _value_of(r) is None:
+                        marks.append((int(r["world"]), _mark_of(r), colors[strat]))
+            _draw_marks(ax, marks, ymax)
+            ax.set_ylim(0, ymax)
+            if len(worlds) > 1 and worlds[-1] / max(worlds[0], 1) >= 4:
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(worlds, [str(w) for w in worlds])
+            ax.minorticks_off()
+            ax.set_title(mask)
+            ax.set_xlabel(f"{word}s (world size)")
+            ax.set_ylabel(f"TFLOPs/s per {word}")
+        handles = [plt.Line2D([0], [0], color=colors[s], marker="o") for s in strategies]
+        title = f"Context parallelism, {series.describe(word)} ({mode})"
+        _finish(fig, title, setup, (handles, strategies), "Marks at a point's place: " + MARK_NOTE)
+        name = slug("cp_scaling", mode, *series.slug_parts(), setup if multi else "")
+        png, svg = _save(fig, out, name)
+    flat = {
+        "weak": " A flat line is perfect weak scaling.",
+        "strong": " A flat line is perfect strong scaling.",
+    }
+    return Figure(
+        "cp_scaling",
+        name,
+        f"{title} — {setup}",
+        png,
+        svg,
+        f"Per-{word} TFLOPs/s (FLOPs / (max-over-ranks time x world)) against the number of {word}s."
+        + flat.get(series.kind, ""),
+    )
 
 
 def _is_list(v: object) -> bool:
@@ -373,7 +377,7 @@ def _widest_world(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
     """Per-rank compute vs exposed communication (stacked), per mask, at the world most strategies reached."""
-    rows = _cp_rows(df)
+    rows = cp_rows(df)
     keys = ["rank_compute_ms", "rank_exposed_comm_ms"]
     if rows.empty:
         return [Skip("cp_ranks", "no CP rows (cp != none): no per-rank compute/communication to draw")]
@@ -408,7 +412,7 @@ def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
             for ax in axes:  # one scale, so strategies compare at a glance
                 ax.set_ylim(0, top * 1.05)
             handles, labels = axes[0].get_legend_handles_labels()
-            title = f"Per-rank compute vs exposed communication ({mask}, {mode}, {world} GPUs)"
+            title = f"Per-rank compute vs exposed communication ({mask}, {mode}, {world} {rank_word(at)}s)"
             _finish(fig, title, setup, (handles, labels))
             name = slug("cp_ranks", mode, mask, world, setup if multi else "")
             png, svg = _save(fig, out, name)
@@ -428,7 +432,7 @@ def cp_ranks(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
 
 def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
     """Per-rank mask area relative to the mean (1 = balanced), per strategy, at the world most strategies reached."""
-    rows = _cp_rows(df)
+    rows = cp_rows(df)
     if rows.empty:
         return [Skip("cp_area", "no CP rows (cp != none): no per-rank area to draw")]
     colors = palette(list(dict.fromkeys(rows["strategy"])))
@@ -468,7 +472,7 @@ def cp_area(df: pd.DataFrame, out: Path) -> list[Figure | Skip]:
                 ax.axhline(1.0, color="black", lw=1, ls="--")
                 world = int(at["world"].iloc[0])
                 ax.set_ylim(0, top * 1.4)  # headroom for the legend of imbalances
-                ax.set_title(f"{mask}, {world} GPUs")
+                ax.set_title(f"{mask}, {world} {rank_word(at)}s")
                 ax.set_xlabel("rank")
                 ax.set_ylabel("area / mean area")
                 ax.set_xticks(_rank_ticks(world))

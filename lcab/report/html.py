@@ -29,6 +29,15 @@ class Report:
         None  # {"a": label, "b": label, "tables": [...], "figures": [...], "csv": path, "md": path}
     )
     generated: dict = field(default_factory=dict)
+    bad_lines: dict = field(default_factory=dict)  # store -> lines that are not rows (skipped)
+
+
+def bad_lines_note(rep: Report) -> str:
+    """Lines of the stores that were not rows (garbage, a fragment a killed writer left)."""
+    if not rep.bad_lines:
+        return ""
+    per = ", ".join(f"{p} ({n})" for p, n in rep.bad_lines.items())
+    return f"Skipped {sum(rep.bad_lines.values())} line(s) that are not result rows: {per}."
 
 
 def environments(df: pd.DataFrame) -> list[dict]:
@@ -78,7 +87,7 @@ def not_run(df: pd.DataFrame) -> list[tuple[str, str, str]]:
 def _sections(rep: Report) -> list[tuple[str, list[Table]]]:
     kern = [t for t in rep.tables if t.kind == "kernel"]
     cp = [t for t in rep.tables if t.kind == "cp"]
-    return [("Kernels: TFLOPs/s by sequence length", kern), ("Context parallelism: TFLOPs/s per GPU", cp)]
+    return [("Kernels: TFLOPs/s by sequence length", kern), ("Context parallelism: TFLOPs/s per rank", cp)]
 
 
 def write_markdown(rep: Report) -> Path:
@@ -91,6 +100,8 @@ def write_markdown(rep: Report) -> Path:
     if rep.hidden:
         md.append(f"{rep.hidden} older row(s) of the same table cell (other settings) are not shown.")
     md += ["", "Stores: " + ", ".join(f"`{s}`" for s in rep.stores), ""]
+    if rep.bad_lines:
+        md += [bad_lines_note(rep), ""]
     md += ["Marks: " + "; ".join(f"**{m}** = {t}" for m, t in MARK_LEGEND.items()), ""]
     md += [
         "## Environments",
@@ -198,6 +209,8 @@ def write_html(rep: Report) -> Path:
     h.append(
         "<p class='small'>Stores: " + ", ".join(f"<code>{e(str(s))}</code>" for s in rep.stores) + "</p>"
     )
+    if rep.bad_lines:
+        h.append(f"<p class='small'>{e(bad_lines_note(rep))}</p>")
     h.append(
         "<p class='small'>Marks: "
         + "; ".join(f"<b>{e(m)}</b> = {e(t)}" for m, t in MARK_LEGEND.items())

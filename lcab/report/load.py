@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-STORE_NAME = "results.jsonl"
+from lcab.results.store import read_rows
+
+STORE_GLOB = "*.jsonl"  # a folder is searched for every store in it (results.jsonl, verify.jsonl, ...)
 
 # Table marks for statuses that carry no trustworthy number (ANCHORS.md section 1).
 MARKS = {
@@ -41,7 +43,7 @@ class NoResults(ValueError):
 
 
 def find_stores(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named results.jsonl under directories, glob patterns, or direct file paths (in order)."""
+    """Every *.jsonl file under directories, glob patterns, or direct file paths (in order)."""
     found: list[Path] = []
     for raw in paths:
         text = str(raw)
@@ -53,7 +55,7 @@ def find_stores(paths: Iterable[str | Path]) -> list[Path]:
             hits = [Path(text)]
         for p in hits:
             if p.is_dir():
-                found.extend(sorted(p.rglob(STORE_NAME)))
+                found.extend(sorted(h for h in p.rglob(STORE_GLOB) if h.is_file()))
             elif p.is_file():
                 found.append(p)
             else:
@@ -66,24 +68,8 @@ def find_stores(paths: Iterable[str | Path]) -> list[Path]:
             seen.add(key)
             unique.append(p)
     if not unique:
-        raise NoResults(f"no {STORE_NAME} under {', '.join(map(str, paths))}")
+        raise NoResults(f"no results store ({STORE_GLOB}) under {', '.join(map(str, paths))}")
     return unique
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Complete JSON lines only: a line cut off by a kill (no newline) or unparsable is skipped."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n") or not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "cell_id" in row:
-                rows.append(row)
-    return rows
 
 
 def _flatten(prefix: str, d: dict, out: dict) -> None:
@@ -107,25 +93,47 @@ def _shape_label(shape: dict) -> str:
         return json.dumps(shape, sort_keys=True)
 
 
+def _dict(d: dict, key: str) -> dict:
+    """A sub-config, or {} where a row lacks it or holds something else (a hand-edited or foreign row)."""
+    v = d.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _text(v: object, default: str = "") -> str:
+    return v if isinstance(v, str) and v else default
+
+
+def _int(v: object) -> int | None:
+    """An integer field, or None for what is not one (e.g. an invalid config's typed `seqlen=0k`)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    n = pd.to_numeric(v, errors="coerce")
+    return None if pd.isna(n) or n != int(n) else int(n)
+
+
 def _world(config: dict) -> int:
     """Ranks of a CP cell; an emulated run (every rank's compute on one device) counts its W."""
-    world = config.get("world") or 1
-    emulate = (config.get("cp") or {}).get("emulate") or 0
-    return int(emulate) if world == 1 and emulate else int(world)
+    world = _int(config.get("world")) or 1
+    emulate = _int(_dict(config, "cp").get("emulate")) or 0
+    return emulate if world == 1 and emulate > 0 else max(world, 1)
+
+
+def _number(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def flat_row(row: dict, source: str, order: int) -> dict:
-    config = row.get("config") or {}
-    env = row.get("env") or {}
-    metrics = row.get("metrics") or {}
+    """One row flattened; fields a row lacks (an invalid config has no env or metrics) get neutral
+    values, so one odd row never stops the report of the others."""
+    config, env, metrics = _dict(row, "config"), _dict(row, "env"), _dict(row, "metrics")
     out: dict = {
-        "cell_id": row.get("cell_id", ""),
-        "status": row.get("status", ""),
-        "reason": row.get("reason", ""),
-        "sweep": row.get("sweep", ""),
-        "started_at": row.get("started_at", ""),
-        "finished_at": row.get("finished_at", ""),
-        "command": row.get("command") or config.get("command") or "",
+        "cell_id": _text(row.get("cell_id")),
+        "status": _text(row.get("status")),
+        "reason": str(row.get("reason") or ""),
+        "sweep": _text(row.get("sweep")),
+        "started_at": _text(row.get("started_at")),
+        "finished_at": _text(row.get("finished_at")),
+        "command": _text(row.get("command")) or _text(config.get("command")),
         "source": source,
         "order": order,
         "config": config,
@@ -134,20 +142,20 @@ def flat_row(row: dict, source: str, order: int) -> dict:
     }
     for name, d in (("config", config), ("env", env), ("metrics", metrics)):
         _flatten(name, d, out)
-    cp = config.get("cp") or {}
-    seqlen = pd.to_numeric(config.get("seqlen"), errors="coerce")
+    cp = _dict(config, "cp")
     out.update(
-        kernel=(config.get("kernel") or {}).get("name", ""),
-        mask=(config.get("mask") or {}).get("name", ""),
-        seqlen=None if pd.isna(seqlen) else int(seqlen),
-        mode=(config.get("bench") or {}).get("mode", ""),
-        cp=cp.get("name", "none") or "none",
-        shard=cp.get("shard", ""),
+        kernel=_text(_dict(config, "kernel").get("name")),
+        mask=_text(_dict(config, "mask").get("name")),
+        seqlen=_int(config.get("seqlen")),
+        mode=_text(_dict(config, "bench").get("mode")),
+        cp=_text(cp.get("name"), "none"),
+        shard=_text(cp.get("shard")),
         world=_world(config),
-        device=env.get("device", "") or "unknown device",
-        shape=_shape_label(config.get("shape") or {}),
-        tflops=metrics.get("tflops"),
-        mark=MARKS.get(row.get("status", ""), ""),
+        device=_text(env.get("device"), "unknown device"),
+        device_type=_text(env.get("device_type")) or _text(_dict(config, "bench").get("device")),
+        shape=_shape_label(_dict(config, "shape")),
+        tflops=_number(metrics.get("tflops")),
+        mark=MARKS.get(out["status"], ""),
     )
     out["setup"] = f"{out['device']}, {out['shape']}" if out["shape"] else out["device"]
     return out
@@ -182,7 +190,11 @@ def dedup_cells(df: pd.DataFrame) -> pd.DataFrame:
     the same ids, and those are two measurements, not an old and a new one.
     """
     ordered = df.sort_values(["finished", "order"], na_position="first", kind="stable")
-    return ordered.drop_duplicates(["cell_id", "device"], keep="last").sort_values("order", kind="stable")
+    # Every invalid config shares one cell id; distinct mistakes (reasons) are distinct rows.
+    invalid = ordered["cell_id"] == "invalid-config"
+    key = ordered["cell_id"].where(~invalid, "invalid-config: " + ordered["reason"].astype(str))
+    kept = ~pd.DataFrame({"key": key, "device": ordered["device"]}).duplicated(keep="last")
+    return ordered[kept].sort_values("order", kind="stable")
 
 
 def measurable(df: pd.DataFrame) -> pd.DataFrame:

@@ -182,34 +182,99 @@ def kernel_tables(df: pd.DataFrame) -> tuple[list[Table], int]:
     return tables, hidden
 
 
-def cp_tables(df: pd.DataFrame) -> tuple[list[Table], int]:
-    """strategy x world TFLOPs/s per GPU, one table per (setup, mask, mode, tokens per GPU)."""
+def rank_word(rows: pd.DataFrame) -> str:
+    """What one rank of these rows is: "GPU" when every row ran on CUDA, else "rank" (a CPU
+    gloo process is no GPU)."""
+    kinds = set(rows["device_type"]) if "device_type" in rows.columns else set()
+    return "GPU" if kinds == {"cuda"} else "rank"
+
+
+def cp_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """CP rows (cp != none), the newest per table cell, with their tokens per rank."""
     rows = df[df["cp"] != "none"].copy()
     if rows.empty:
-        return [], 0
+        return rows
     rows["tokens_per_gpu"] = (rows["seqlen"] // rows["world"].clip(lower=1)).astype(int)
-    rows, hidden = collapse(rows, ["setup", "mask_label", "mode", "tokens_per_gpu", "strategy", "world"])
+    rows, _ = collapse(rows, ["setup", "mask_label", "mode", "seqlen", "strategy", "world"])
+    return rows
+
+
+@dataclass
+class Series:
+    """CP rows that belong on one scaling plot/table, told apart by what the sweep held fixed:
+    weak = tokens per rank fixed while the world grows, strong = total tokens fixed while it
+    grows, one world = a sequence run at one world size only."""
+
+    kind: str  # weak | strong | one world
+    tokens: int  # per rank (weak, one world) or in total (strong)
+    rows: pd.DataFrame
+
+    def describe(self, word: str) -> str:
+        if self.kind == "weak":
+            return f"weak scaling, {seqlen_text(self.tokens)} tokens per {word}"
+        if self.kind == "strong":
+            return f"strong scaling, {seqlen_text(self.tokens)} tokens in total"
+        world = int(self.rows["world"].iloc[0])
+        return f"{world} {word}s, {seqlen_text(self.tokens)} tokens per {word}"
+
+    def slug_parts(self) -> tuple:
+        """Weak and one-world names as before strong scaling existed: cp_..._<tokens per rank>."""
+        tok = seqlen_text(self.tokens)
+        return ("strong", tok) if self.kind == "strong" else (tok,)
+
+
+def scaling_series(rows: pd.DataFrame) -> list[Series]:
+    """The scaling series among CP rows of one setup and mode (from `cp_rows`). A row can be in
+    a weak and a strong series at once (it is drawn in both); rows in neither are grouped by
+    tokens per rank."""
+    out: list[Series] = []
+    used = pd.Series(False, index=rows.index)
+    for kind, key in (("weak", "tokens_per_gpu"), ("strong", "seqlen")):
+        for tokens, grp in rows.groupby(key, sort=False):
+            if grp["world"].nunique() > 1:
+                out.append(Series(kind, int(tokens), grp))
+                used[grp.index] = True
+    for tokens, grp in rows[~used].groupby("tokens_per_gpu", sort=False):
+        out.append(Series("one world", int(tokens), grp))
+    return out
+
+
+def cp_tables(df: pd.DataFrame) -> tuple[list[Table], int]:
+    """strategy x world TFLOPs/s per rank, one table per (setup, mask, mode, scaling series)."""
+    rows = df[df["cp"] != "none"]
+    if rows.empty:
+        return [], 0
+    rows = cp_rows(df)
+    hidden = int((df["cp"] != "none").sum()) - len(rows)
     multi = rows["setup"].nunique() > 1
     tables = []
-    keys = ["setup", "mask_label", "mode", "tokens_per_gpu"]
-    for (setup, mask, mode, tok), grp in rows.groupby(keys, sort=False):
-        worlds = sorted(grp["world"].astype(int).unique())
-        frame = pd.DataFrame(index=_order(grp["strategy"]), columns=worlds, dtype=object)
-        for _, r in grp.iterrows():
-            frame.loc[r["strategy"], int(r["world"])] = cell_value(r["status"], r["tflops"])
-        name = slug("cp", mode, mask, seqlen_text(tok), setup if multi else "")
-        title = f"CP TFLOPs/s per GPU, {mask}, {mode}, {seqlen_text(tok)} tokens/GPU — {setup}"
-        tables.append(
-            Table(
-                "cp",
-                name,
-                title,
-                frame,
-                "strategy",
-                {w: f"{w} GPUs" for w in worlds},
-                group={"setup": setup, "mask": mask, "mode": mode, "tokens_per_gpu": tok},
-            )
-        )
+    for (setup, mode), by_mode in rows.groupby(["setup", "mode"], sort=False):
+        word = rank_word(by_mode)
+        for series in scaling_series(by_mode):
+            for mask, grp in series.rows.groupby("mask_label", sort=False):
+                worlds = sorted(grp["world"].astype(int).unique())
+                frame = pd.DataFrame(index=_order(grp["strategy"]), columns=worlds, dtype=object)
+                for _, r in grp.iterrows():
+                    frame.loc[r["strategy"], int(r["world"])] = cell_value(r["status"], r["tflops"])
+                name = slug("cp", mode, mask, *series.slug_parts(), setup if multi else "")
+                title = f"CP TFLOPs/s per {word}, {mask}, {mode}, {series.describe(word)} — {setup}"
+                tables.append(
+                    Table(
+                        "cp",
+                        name,
+                        title,
+                        frame,
+                        "strategy",
+                        {w: f"{w} {word}s" for w in worlds},
+                        group={
+                            "setup": setup,
+                            "mask": mask,
+                            "mode": mode,
+                            "scaling": series.kind,
+                            "tokens": series.tokens,
+                        },
+                    )
+                )
     return tables, hidden
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 
-from lcab.results.schema import Result
+from lcab.results.schema import Result, Status
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -23,11 +24,56 @@ def run_name(config: dict) -> str:
     return f"{config['kernel']['name']}-{cp}-{config['mask']['name']}-{config['seqlen']}-w{config['world']}"
 
 
+def mode_of(logger_cfg: dict) -> str:
+    return logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+
+
+# Modes that write local files only; any other mode talks to a W&B server and needs a login.
+LOCAL_MODES = ("offline", "disabled", "dryrun")
+
+
+def check_can_log(logger_cfg: dict) -> None:
+    """Before the cell runs: can its W&B run be written? Raises ConfigError with one line.
+
+    Checked first so that a cell is never measured and stored as ok without its W&B run (a
+    rerun skips ok cells, so that run would never be made)."""
+    from lcab.config import ConfigError
+
+    mode = mode_of(logger_cfg)
+    try:
+        import wandb
+    except ImportError as exc:
+        raise ConfigError(f"logger=wandb needs the wandb package ({exc})") from None
+    if mode in LOCAL_MODES:
+        return
+    # The credentials wandb.init would use (WANDB_API_KEY, settings, .netrc); never prompts.
+    if not wandb.login(prompt=False, verify=False):
+        raise ConfigError(
+            f"logger=wandb in {mode} mode needs a W&B login: run `wandb login` or set WANDB_API_KEY "
+            "(or WANDB_MODE=offline, then `wandb sync`)"
+        )
+
+
+def log_cell_or_mark(result: Result, logger_cfg: dict, group: str, out_dir: str) -> None:
+    """Writes the cell's W&B run before its row is stored; if that fails the row says so and is
+    an error, so a rerun measures the cell again and makes the run."""
+    try:
+        log_cell(result, logger_cfg, group, out_dir)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        why = f"W&B run not written: {type(exc).__name__}: {lines[0] if lines else ''}"
+        print(f"lcab: {why}", file=sys.stderr, flush=True)
+        if result.status == Status.OK.value:
+            result.status, result.reason = Status.ERROR.value, f"{why} (measured; rerun to log it)"
+        else:
+            result.reason = f"{result.reason}; {why}"
+
+
 def log_cell(result: Result, logger_cfg: dict, group: str, out_dir: str) -> str:
     """Writes one W&B run for the cell; returns the run's local directory."""
     import wandb  # lazy: logger=none must not import wandb
 
-    mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    mode = mode_of(logger_cfg)
     run = wandb.init(
         project=logger_cfg.get("project") or "lcab",
         entity=logger_cfg.get("entity") or None,
@@ -88,7 +134,7 @@ def log_sweep_table(rows: list[dict], logger_cfg: dict, group: str, out_dir: str
     """One extra run per sweep (job_type "sweep") holding a W&B Table with a row per cell."""
     import wandb
 
-    mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    mode = mode_of(logger_cfg)
     run = wandb.init(
         project=logger_cfg.get("project") or "lcab",
         entity=logger_cfg.get("entity") or None,

@@ -18,12 +18,13 @@ through torch's functional collectives, so lcab counts neither bytes nor compute
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, degree, full_or_causal_only, register
+from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, degree, full_or_causal_only
 from lcab.cp.sharding import Shard
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
 from lcab.masks.slices import AttnMask
@@ -42,6 +43,15 @@ BACKENDS = {
     "sdpa_cudnn": "CUDNN_ATTENTION",
 }
 ROTATE = "alltoall"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchRingPlan(RankPlan):
+    causal: bool
+    load_balance: bool  # torch's head-tail balancer (cp.shard=zigzag on a causal mask)
+    backend: str | None  # SDPA backend pinned inside the context
+    rep: int  # KV heads repeated this many times (the CP ring ops take MHA)
+    seqlen: int
 
 
 def _api():
@@ -97,10 +107,10 @@ def _pin(backend: str | None):
     return sdpa_kernel([getattr(SDPBackend, backend)])
 
 
-@register
 class TorchRing(Strategy):
     name = "torch_ring"
     summary = "peer: PyTorch's context_parallel (ring over SDPA, head-tail load balancing)"
+    cannot_emulate = "torch_ring is a peer implementation; cp.emulate runs lcab's strategies only"
 
     def degrees(self, cp: dict, world: int) -> Degrees:
         return Degrees(ulysses=1, ring=degree(cp.get("ring_degree", 0), world))
@@ -114,7 +124,7 @@ class TorchRing(Strategy):
 
     def plan(
         self, mask: AttnMask, shard: Shard, topo: Topology, kernel: Kernel, shape: ShapeSpec
-    ) -> RankPlan:
+    ) -> TorchRingPlan:
         kind = full_or_causal_only(mask, self.name, " (SDPA is_causal)")
         if kernel.name not in BACKENDS:
             raise Unsupported(
@@ -129,32 +139,35 @@ class TorchRing(Strategy):
         load_balance = kind == "causal" and shard.name == "zigzag"
         if load_balance and mask.seqlen_q % (2 * topo.world):
             raise Unsupported(f"torch's head-tail balancer needs seqlen divisible by {2 * topo.world}")
-        plan = RankPlan(shard, topo, shape.heads_q, shape.heads_kv)
-        plan.area = shard.row_area(mask, topo.rank)
-        plan.extra.update(
+        rep = shape.heads_q // shape.heads_kv
+        notes = {
+            "torch_load_balancer": "head_tail" if load_balance else "none",
+            "torch_rotate_method": ROTATE,
+            "comm_bytes": "not counted (torch's functional collectives bypass lcab's Comm)",
+            "compute_ms": "not separable from torch's ring; rank_compute_ms is 0",
+        }
+        if rep > 1:
+            notes["kv_heads_replicated_to"] = shape.heads_q
+        return TorchRingPlan(
+            shard=shard,
+            topo=topo,
+            heads_q=shape.heads_q,
+            heads_kv=shape.heads_kv,
+            area=shard.row_area(mask, topo.rank),
+            notes=notes,
             causal=kind == "causal",
             load_balance=load_balance,
             backend=BACKENDS[kernel.name],
-            rep=shape.heads_q // shape.heads_kv,
+            rep=rep,
             seqlen=mask.seqlen_q,
         )
-        plan.notes.update(
-            torch_load_balancer="head_tail" if load_balance else "none",
-            torch_rotate_method=ROTATE,
-            comm_bytes="not counted (torch's functional collectives bypass lcab's Comm)",
-            compute_ms="not separable from torch's ring; rank_compute_ms is 0",
-        )
-        if plan.extra["rep"] > 1:
-            plan.notes["kv_heads_replicated_to"] = shape.heads_q
-        return plan
 
-    def attention(self, q, k, v, plan: RankPlan, ctx: RunCtx) -> torch.Tensor:
-        x = plan.extra
-        if x["rep"] > 1:  # the CP ring ops take MHA
-            k = k.repeat_interleave(x["rep"], 2)
-            v = v.repeat_interleave(x["rep"], 2)
-        mesh = plan.topo.groups["mesh"]["ring"]
-        return TorchCPFn.apply(q, k, v, mesh, x["seqlen"], x["causal"], x["load_balance"], x["backend"])
+    def attention(self, q, k, v, plan: TorchRingPlan, ctx: RunCtx) -> torch.Tensor:
+        if plan.rep > 1:  # the CP ring ops take MHA
+            k = k.repeat_interleave(plan.rep, 2)
+            v = v.repeat_interleave(plan.rep, 2)
+        mesh = ctx.groups["mesh"]["ring"]
+        return TorchCPFn.apply(q, k, v, mesh, plan.seqlen, plan.causal, plan.load_balance, plan.backend)
 
 
 def probe(device: str = "cpu", seqlen: int = 32, causal: bool = True) -> dict:

@@ -27,25 +27,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from lcab.config import ConfigError
-from lcab.cp.base import (
-    Degrees,
-    RankPlan,
-    RunCtx,
-    StepCache,
-    Strategy,
-    Topology,
-    full_or_causal_only,
-    register,
-)
+from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, full_or_causal_only, mesh_degrees
 from lcab.cp.comm import CommStats, nbytes
-from lcab.cp.sharding import Shard, _finish
-from lcab.cp.ulysses import local_shape
-from lcab.cp.usp import Usp
+from lcab.cp.heads import local_shape
+from lcab.cp.sharding import Shard, shard_from_ranges
+from lcab.cp.tiles import StepCache
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
@@ -70,6 +61,14 @@ SELF_SEND = (
     "(Pair is not connected); forward only on CPU"
 )
 ZERO_LSE = ("TORCH_MATH", "TORCH_CUDNN")  # yunchang returns lse = 0 for these: ring merges break
+
+
+@dataclass(frozen=True, kw_only=True)
+class YunchangPlan(RankPlan):
+    attn: object  # a yunchang AttnType, or an LcabBlockKernel in its place
+    ring_impl: str  # yunchang's ring_impl_type: basic | zigzag
+    rep: int  # KV heads repeated this many times before the call
+    causal: bool
 
 
 class LcabBlockKernel:
@@ -167,9 +166,10 @@ def _patch_yunchang() -> None:
 _GROUPS: dict = {}
 
 
-def _layer(ud: int, rd: int, intra: bool, ring_impl: str, attn_type):
-    """set_seq_parallel_pg's groups (collective; built once per mesh) and a LongContextAttention."""
-    from yunchang import LongContextAttention, set_seq_parallel_pg
+def yunchang_groups(ud: int, rd: int, intra: bool) -> tuple:
+    """set_seq_parallel_pg's (Ulysses, ring) groups of this rank; collective, created once per
+    mesh layout and never changed afterwards."""
+    from yunchang import set_seq_parallel_pg
     from yunchang.globals import PROCESS_GROUP
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -177,7 +177,15 @@ def _layer(ud: int, rd: int, intra: bool, ring_impl: str, attn_type):
     if key not in _GROUPS:
         set_seq_parallel_pg(ud, rd, rank, world, use_ulysses_low=intra)
         _GROUPS[key] = (PROCESS_GROUP.ULYSSES_PG, PROCESS_GROUP.RING_PG)
-    PROCESS_GROUP.ULYSSES_PG, PROCESS_GROUP.RING_PG = _GROUPS[key]
+    return _GROUPS[key]
+
+
+def _layer(groups: tuple, ring_impl: str, attn_type):
+    """A LongContextAttention on the cell's groups (it reads yunchang's globals when built)."""
+    from yunchang import LongContextAttention
+    from yunchang.globals import PROCESS_GROUP
+
+    PROCESS_GROUP.ULYSSES_PG, PROCESS_GROUP.RING_PG = groups
     return LongContextAttention(ring_impl_type=ring_impl, attn_type=attn_type)
 
 
@@ -188,7 +196,7 @@ def yunchang_layout(kind: str, seqlen: int, topo: Topology) -> Shard:
         if seqlen % w:
             raise Unsupported(f"yunchang's basic layout needs seqlen {seqlen} divisible by world {w}")
         n = seqlen // w
-        return _finish(
+        return shard_from_ranges(
             "yunchang_basic", seqlen, [[(g * n, (g + 1) * n)] for g in range(w)], {"split": "even"}
         )
     if seqlen % (2 * w):
@@ -206,19 +214,23 @@ def yunchang_layout(kind: str, seqlen: int, topo: Topology) -> Shard:
                 mine.append((s, e))
             pos += b - a
         ranges.append(mine)
-    return _finish("yunchang_zigzag", seqlen, ranges, {"split": "even"})
+    return shard_from_ranges("yunchang_zigzag", seqlen, ranges, {"split": "even"})
 
 
-@register
 class YunchangUsp(Strategy):
     name = "yunchang_usp"
     summary = "peer: yunchang's LongContextAttention (USP), its groups, all-to-all, ring and merge"
+    cannot_emulate = "yunchang_usp is a peer implementation; cp.emulate runs lcab's strategies only"
 
     def degrees(self, cp: dict, world: int) -> Degrees:
-        try:
-            return Usp().degrees(cp, world)
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace("usp", self.name)) from exc
+        return mesh_degrees(cp, world, self.name)
+
+    def process_groups(self, topo: Topology, source: str, device: torch.device) -> dict:
+        d = topo.deg
+        return {
+            **super().process_groups(topo, source, device),
+            "yunchang": yunchang_groups(d.ulysses, d.ring, topo.intra),
+        }
 
     def check(self, cp: dict, shape: ShapeSpec, world: int) -> Degrees:
         try:
@@ -229,7 +241,7 @@ class YunchangUsp(Strategy):
 
     def plan(
         self, mask: AttnMask, shard: Shard, topo: Topology, kernel: Kernel, shape: ShapeSpec
-    ) -> RankPlan:
+    ) -> YunchangPlan:
         from yunchang.kernels import AttnType
 
         kind = full_or_causal_only(mask, self.name)
@@ -243,7 +255,7 @@ class YunchangUsp(Strategy):
         attn_name = YUNCHANG_ATTN.get(kernel.name, "lcab")
         ls = local_shape(shape, topo.deg)
         rep = topo.deg.kv_replicas
-        plan = RankPlan(mine, topo, ls.heads_q, ls.heads_kv)
+        notes, no_backward = {}, ""
         if attn_name == "lcab":
             cache = StepCache(kernel, ls)
             attn = LcabBlockKernel(cache, ls)
@@ -253,8 +265,8 @@ class YunchangUsp(Strategy):
                 blocks += [(n, n // 2, False), (n // 2, n, False)]
             for lq, lk, c in blocks:
                 attn.fns(lq, lk, c)  # build step functions outside timing
-            plan.notes["step_forms"] = sorted(cache.forms)
-            plan.notes["yunchang_attn"] = (
+            notes["step_forms"] = sorted(cache.forms)
+            notes["yunchang_attn"] = (
                 f"lcab {kernel.name} step kernel in yunchang's select_flash_attn_impl slot"
             )
         else:
@@ -268,35 +280,41 @@ class YunchangUsp(Strategy):
                         f"yunchang 0.6.4's AttnType.{attn_name} returns lse = 0, so its ring merge is "
                         "wrong for ring degree > 1"
                     )
-                plan.extra["no_backward"] = NO_BACKWARD
+                no_backward = NO_BACKWARD
                 rep = shape.heads_q // shape.heads_kv  # the aten ops take MHA only
-                plan.notes["kv_heads_replicated_to"] = shape.heads_q
+                notes["kv_heads_replicated_to"] = shape.heads_q
             attn = getattr(AttnType, attn_name)
-            plan.notes["yunchang_attn"] = f"AttnType.{attn_name}"
+            notes["yunchang_attn"] = f"AttnType.{attn_name}"
         if shape.dtype in (torch.float32, torch.float64):
-            plan.extra.setdefault("no_backward", FP32_BWD)
+            no_backward = no_backward or FP32_BWD
         elif ring_impl == "basic" and shape.dtype != torch.bfloat16:
-            plan.notes["yunchang_dq_bf16"] = (
-                "basic ring backward returns dq.to(torch.bfloat16) (yunchang 0.6.4)"
-            )
+            notes["yunchang_dq_bf16"] = "basic ring backward returns dq.to(torch.bfloat16) (yunchang 0.6.4)"
         if topo.deg.ring == 1 and shape.device.type == "cpu":
-            plan.extra.setdefault("no_backward", SELF_SEND)
-        plan.extra.update(attn=attn, ring_impl=ring_impl, rep=rep, causal=kind == "causal")
-        plan.notes["yunchang_ring_impl"] = ring_impl
-        plan.notes["yunchang_layout"] = f"{layout}_extract_local"
+            no_backward = no_backward or SELF_SEND
+        notes["yunchang_ring_impl"] = ring_impl
+        notes["yunchang_layout"] = f"{layout}_extract_local"
         group = [r for r in range(topo.world) if topo.coords(r)[0] == topo.ring_index]
-        plan.area = sum(mine.row_area(mask, r) for r in group) / topo.deg.ulysses
-        return plan
+        return YunchangPlan(
+            shard=mine,
+            topo=topo,
+            heads_q=ls.heads_q,
+            heads_kv=ls.heads_kv,
+            area=sum(mine.row_area(mask, r) for r in group) / topo.deg.ulysses,
+            notes=notes,
+            no_backward=no_backward,
+            attn=attn,
+            ring_impl=ring_impl,
+            rep=rep,
+            causal=kind == "causal",
+        )
 
-    def attention(self, q, k, v, plan: RankPlan, ctx: RunCtx) -> torch.Tensor:
+    def attention(self, q, k, v, plan: YunchangPlan, ctx: RunCtx) -> torch.Tensor:
         _patch_yunchang()
-        x = plan.extra
-        if "layer" not in x:
-            d = plan.topo.deg
-            x["layer"] = _layer(d.ulysses, d.ring, plan.topo.intra, x["ring_impl"], x["attn"])
-        if x["rep"] > 1:
-            k = k.repeat_interleave(x["rep"], 2)
-            v = v.repeat_interleave(x["rep"], 2)
+        # Built per call (cheap: it keeps references) on this cell's groups, never kept in the plan.
+        layer = _layer(ctx.groups["yunchang"], plan.ring_impl, plan.attn)
+        if plan.rep > 1:
+            k = k.repeat_interleave(plan.rep, 2)
+            v = v.repeat_interleave(plan.rep, 2)
         # The backward that follows reports to the same run (one RunCtx per cell).
         _Hooks.stats, _Hooks.timer = ctx.comm.stats, ctx.timer
-        return x["layer"](q, k, v, causal=x["causal"])
+        return layer(q, k, v, causal=plan.causal)

@@ -7,22 +7,18 @@ calls: chunk c against keys [0, end of c), exactly Llama-3's layout. dK/dV reduc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-from lcab.cp.base import (
-    Degrees,
-    RankPlan,
-    RunCtx,
-    StepCache,
-    Strategy,
-    Topology,
-    degree,
-    make_tiles,
-    register,
-)
+from lcab.cp.base import Degrees, RunCtx, Strategy, Topology, degree
+from lcab.cp.emulation import RankBuffers, kv_block_bytes, take_rows, tiled_step
 from lcab.cp.merge import LseAccumulator, acc_dtype
-from lcab.cp.ring import _backward_tiles, _forward_tiles
 from lcab.cp.submask import Run
+from lcab.cp.tiled_lse import Step, TiledPlan, backward_tiles, forward_tiles
+from lcab.cp.tiles import StepCache, make_tiles
+from lcab.harness.inputs import StepInputs
 from lcab.kernels.base import ShapeSpec
 
 
@@ -35,19 +31,23 @@ def gather_index(shard, device) -> torch.Tensor:
     return idx.to(device)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AllGatherPlan(TiledPlan):
+    gather_index: torch.Tensor  # see gather_index()
+
+
 class AllGatherFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, plan: RankPlan, run: RunCtx):
-        w, g = plan.topo.world, plan.topo.groups["ring"]
-        idx = plan.extra["gidx"]
+    def forward(ctx, q, k, v, plan: AllGatherPlan, run: RunCtx):
+        w, g = plan.topo.world, run.groups["ring"]
         kv = torch.stack([k, v])  # [2, B, L, H, D]
         buf = torch.empty((w * 2, *kv.shape[1:]), dtype=kv.dtype, device=kv.device)
         run.comm.all_gather(buf, kv, g, "allgather_kv")
         full = buf.view(w, *kv.shape).movedim(0, 2).reshape(2, kv.shape[1], -1, *kv.shape[3:])
-        full = full.index_select(2, idx)  # [2, B, S, H, D], global order
+        full = full.index_select(2, plan.gather_index)  # [2, B, S, H, D], global order
         acc = LseAccumulator(q)
         with run.timer:
-            _forward_tiles(q, full, plan.steps[0][1], acc)
+            forward_tiles(q, full, plan.steps[0].tiles, acc)
         out = acc.out.to(q.dtype)
         ctx.save_for_backward(q, full, out, acc.lse)
         ctx.plan, ctx.run, ctx.kshape = plan, run, kv.shape
@@ -62,16 +62,15 @@ class AllGatherFn(torch.autograd.Function):
         dq = torch.zeros(q.shape, dtype=adt, device=q.device)
         dfull = torch.zeros(full.shape, dtype=adt, device=q.device)
         with run.timer:
-            _backward_tiles(dout.contiguous(), q, full, out, lse, plan.steps[0][1], dq, dfull)
+            backward_tiles(dout.contiguous(), q, full, out, lse, plan.steps[0].tiles, dq, dfull)
         _, b, seq, h, d = ctx.kshape
-        scat = dfull.new_zeros(2, b, w * seq, h, d).index_copy_(2, plan.extra["gidx"], dfull)
+        scat = dfull.new_zeros(2, b, w * seq, h, d).index_copy_(2, plan.gather_index, dfull)
         scat = scat.view(2, b, w, seq, h, d).movedim(2, 0).contiguous()
         mine = torch.empty((2, b, seq, h, d), dtype=adt, device=q.device)
-        run.comm.reduce_scatter(mine.view(-1), scat.view(-1), plan.topo.groups["ring"], "reduce_scatter_dkv")
+        run.comm.reduce_scatter(mine.view(-1), scat.view(-1), run.groups["ring"], "reduce_scatter_dkv")
         return dq.to(q.dtype), mine[0].to(q.dtype), mine[1].to(q.dtype), None, None
 
 
-@register
 class RingAllGather(Strategy):
     name = "ring_allgather"
     summary = "all-gather K/V (Llama-3), reduce-scatter dK/dV"
@@ -82,14 +81,33 @@ class RingAllGather(Strategy):
     def group_specs(self, topo: Topology) -> dict:
         return {"ring": [topo.ring_ranks(0)]}
 
-    def plan(self, mask, shard, topo, kernel, shape: ShapeSpec) -> RankPlan:
+    def plan(self, mask, shard, topo, kernel, shape: ShapeSpec) -> AllGatherPlan:
         cache = StepCache(kernel, shape)
         tiles = make_tiles(mask, shard.runs(topo.rank), [Run(0, mask.seqlen_k, 0)], cache)
-        plan = RankPlan(shard, topo, shape.heads_q, shape.heads_kv, steps=[(None, tiles)])
-        plan.area = sum(t.area for t in tiles)
-        plan.notes["step_forms"] = sorted(cache.forms)
-        plan.extra["gidx"] = gather_index(shard, shape.device)
-        return plan
+        return AllGatherPlan(
+            shard=shard,
+            topo=topo,
+            heads_q=shape.heads_q,
+            heads_kv=shape.heads_kv,
+            steps=(Step(None, tiles),),
+            area=sum(t.area for t in tiles),
+            notes={"step_forms": sorted(cache.forms)},
+            gather_index=gather_index(shard, shape.device),
+        )
 
-    def attention(self, q, k, v, plan: RankPlan, ctx: RunCtx) -> torch.Tensor:
+    def attention(self, q, k, v, plan: AllGatherPlan, ctx: RunCtx) -> torch.Tensor:
         return AllGatherFn.apply(q, k, v, plan, ctx)
+
+    def emulated_step(self, plan: AllGatherPlan, glob: StepInputs, mode: str) -> Callable[[], object]:
+        q, k, v, dout = (t.detach() for t in (glob.q, glob.k, glob.v, glob.dout))
+        idx = torch.from_numpy(plan.shard.index(plan.topo.rank)).to(q.device)
+        kv = torch.stack([k, v])  # every rank's K/V, gathered: the whole sequence
+        return tiled_step(plan, RankBuffers(take_rows(q, idx), take_rows(dout, idx), lambda m: kv), mode)
+
+    def comm_bytes(self, plan: AllGatherPlan, shape: ShapeSpec, mode: str) -> float:
+        """All-gather K/V forward, reduce-scatter dK/dV (fp32) backward."""
+        r, el = plan.topo.deg.ring, shape.dtype.itemsize
+        kv, _ = kv_block_bytes(plan, shape)
+        acc = acc_dtype(shape.dtype).itemsize
+        fwd, bwd = (r - 1) * kv, (r - 1) / r * r * kv * acc / el
+        return {"fwd": fwd, "bwd": bwd, "fwd_bwd": fwd + bwd}[mode]

@@ -1,0 +1,16 @@
+"""Ring attention (P2P): K/V travel around the ring while each rank computes its queries against
+the block it holds; partial (out, lse) merge in fp32; backward sends dK/dV around with K/V
+(lcab.cp.rings has the rotation and the plan; the same code runs usp and double_ring)."""
+
+from __future__ import annotations
+
+from lcab.cp.base import Degrees, degree
+from lcab.cp.rings import RingLike
+
+
+class Ring(RingLike):
+    name = "ring"
+    summary = "P2P ring: K/V rotate with send/recv overlapped with compute, fp32 LSE merge"
+
+    def degrees(self, cp: dict, world: int) -> Degrees:
+        return Degrees(ulysses=1, ring=degree(cp.get("ring_degree", 0), world))

@@ -1,0 +1,84 @@
+"""A strategy is one .py in lcab/cp/strategies plus one .yaml in lcab/conf/cp: a copy of
+ring_allgather under a new name, added to a copy of the package and nothing else changed, runs
+on 2 gloo ranks and verifies against the fp64 reference, and emulates a world of 4 exactly as
+the original does (same per-rank areas and counted bytes)."""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+
+import pytest
+from lcab_cli import ROOT, lcab_run, rows
+from test_cp_cli import FAST
+
+NEW = "gather_copy"
+
+
+def _package_with_copy(tmp_path):
+    """A copy of lcab with exactly two files added: the strategy module and its options."""
+    src = tmp_path / "src"
+    pkg = src / "lcab"
+    shutil.copytree(ROOT / "lcab", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    py = (pkg / "cp/strategies/ring_allgather.py").read_text()
+    yaml = (pkg / "conf/cp/ring_allgather.yaml").read_text()
+    assert 'name = "ring_allgather"' in py and "name: ring_allgather" in yaml
+    (pkg / f"cp/strategies/{NEW}.py").write_text(py.replace('name = "ring_allgather"', f'name = "{NEW}"'))
+    (pkg / f"conf/cp/{NEW}.yaml").write_text(yaml.replace("name: ring_allgather", f"name: {NEW}"))
+    added = []
+
+    def walk(d: filecmp.dircmp, rel: str = "") -> None:
+        added.extend(f"{rel}{n}" for n in d.right_only)
+        assert not d.diff_files and not d.left_only, (rel, d.diff_files, d.left_only)
+        for name, sub in d.subdirs.items():
+            walk(sub, f"{rel}{name}/")
+
+    walk(filecmp.dircmp(ROOT / "lcab", pkg, ignore=["__pycache__"]))
+    assert sorted(added) == sorted([f"conf/cp/{NEW}.yaml", f"cp/strategies/{NEW}.py"])
+    return {"PYTHONPATH": str(src)}
+
+
+@pytest.fixture(scope="module")
+def copied(tmp_path_factory):
+    return _package_with_copy(tmp_path_factory.mktemp("pkg"))
+
+
+def test_copied_strategy_runs_and_verifies_on_two_gloo_ranks(tmp_path, copied):
+    store = tmp_path / "r.jsonl"
+    p = lcab_run(
+        tmp_path,
+        f"cp={NEW}",
+        "cluster.nproc=2",
+        "mask=causal_document",
+        "bench.verify=true",
+        f"store={store}",
+        *FAST,
+        env=copied,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    (r,) = rows(store)
+    assert r["status"] == "ok", r["reason"]
+    assert r["config"]["cp"]["name"] == NEW
+    assert r["metrics"]["verify_passed"] is True
+    assert r["metrics"]["rank_calls"][0] == {"allgather_kv": 1.0, "reduce_scatter_dkv": 1.0}
+
+
+def test_copied_strategy_emulates_like_the_original(tmp_path, copied):
+    store = tmp_path / "r.jsonl"
+    p = lcab_run(
+        tmp_path,
+        "-m",
+        f"cp={NEW},ring_allgather",
+        "cp.emulate=4",
+        "mask=causal",
+        f"store={store}",
+        *FAST,
+        env=copied,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = {r["config"]["cp"]["name"]: r for r in rows(store)}
+    assert [got[n]["status"] for n in (NEW, "ring_allgather")] == ["ok", "ok"], got
+    copy, orig = got[NEW]["metrics"], got["ring_allgather"]["metrics"]
+    assert len(copy["rank_compute_ms"]) == 4
+    for key in ("rank_area", "rank_bytes_sent_counted", "cp_degrees", "area"):
+        assert copy[key] == orig[key], key
