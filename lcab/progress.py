@@ -163,7 +163,10 @@ def _rows_from_store(config: DictConfig) -> list[tuple[str, str, str]]:
     for row in latest.values():
         if "kernel" not in row.get("config", {}):
             continue
-        label = Cell(config=row["config"], cell_id=row["cell_id"]).label
+        try:
+            label = Cell(config=row["config"], cell_id=row["cell_id"]).label
+        except (KeyError, TypeError):  # a row not written by this lcab: named by its id
+            label = row["cell_id"]
         out.append((label, row["status"], cell_line(label, Result.from_dict(row))))
     return out
 

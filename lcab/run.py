@@ -19,17 +19,17 @@ from omegaconf.errors import OmegaConfBaseException
 from lcab import errors, progress
 from lcab.config import ConfigError, register_configs
 from lcab.execute import now
-from lcab.launch import argv, fast_compose, placement, resolvers, run_cell, slurm, torchrun
+from lcab.launch import argv, placement, resolvers, run_cell, slurm, torchrun
 from lcab.launch.isolate import Deadline, run_with_timeout
 from lcab.launch.signals import Interrupted, interruptible
 from lcab.plan import Cell, plan_cell, preflight, store_path, world_size
 from lcab.results.console import cell_line
+from lcab.results.overrides import JobStore
 from lcab.results.schema import Result, Status
 from lcab.results.store import ResultStore
 
 register_configs()
 resolvers.register()
-fast_compose.install()  # a sweep composes each job from a cached one per group choice
 
 
 def _dirs() -> tuple[bool, str, str]:
@@ -106,7 +106,7 @@ def _run(cfg: DictConfig, cell: Cell, store: ResultStore, sweep_dir: str) -> Res
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     _, sweep_dir, out_dir = _dirs()
-    store = ResultStore(store_path(cfg, sweep_dir))
+    store = JobStore(store_path(cfg, sweep_dir))  # each row records the job's Hydra overrides
     if _is_writer():
         try:
             store.check_writable()

@@ -9,10 +9,11 @@ Runs `python -m lcab.run -m ...` (rows land in the store) and prints a table fro
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+from lcab.results.store import read_rows
 
 RUNS = [  # (cp, shard, extra overrides)
     ("ring", "zigzag", []),
@@ -69,7 +70,7 @@ def main() -> int:
 
 
 def table(store: Path, kernel: str, seqlen: int) -> None:
-    rows = [json.loads(x) for x in store.read_text().splitlines() if x.strip()]
+    rows = read_rows(store)
     rows = [
         r
         for r in rows

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 
 from lcab.config import MaskConfig
 from lcab.masks import build
 from lcab.masks.tiles import tile_counts, tile_occupancy
+from lcab.results.store import read_rows
 
 
 def programs(mask, tile: int, heads_kv: int, group: int) -> list[float]:
@@ -44,12 +44,10 @@ def main() -> int:
     ap.add_argument("--sms", type=int, default=132)
     a = ap.parse_args()
     ok = {}
-    with open(a.results) as f:
-        for line in f:
-            r = json.loads(line)
-            c = r["config"]
-            if r["status"] == "ok" and c["kernel"]["name"] == "flex" and c["bench"]["mode"] == "bwd":
-                ok[(c["mask"]["name"], c["seqlen"])] = r
+    for r in read_rows(a.results):
+        c = r["config"]
+        if r["status"] == "ok" and c["kernel"]["name"] == "flex" and c["bench"]["mode"] == "bwd":
+            ok[(c["mask"]["name"], c["seqlen"])] = r
     print("mask S | tile bound | model imbalance (full) | model fraction of full | measured fraction of full")
     for name in a.masks.split(","):
         for s in map(int, a.seqlens.split(",")):

@@ -3,8 +3,7 @@
 Two layers, both real Hydra:
 - 160 seeded random configs (every invalid override below at least once, each on a random
   valid background, plus edge-but-valid ones) go the way one job of `python -m lcab.run -m`
-  goes: Hydra's config loader with lcab's memoised sweep composition, HydraConfig set for the
-  job, then plan_cell and preflight. Hydra's own errors become lcab's line through the same
+  goes: the sweep's config loader, HydraConfig set for the job, then plan_cell and preflight. Hydra's own errors become lcab's line through the same
   function the entry point uses. In-process, because 160 interpreters would take minutes.
 - The issue's commands and a few sweeps as real `python -m lcab.run` processes, started
   concurrently, each with a time limit: exit status, stderr lines, recorded rows.
@@ -216,23 +215,32 @@ def fuzz_cases() -> list[FuzzCase]:
     return out
 
 
+def _sweep_loader(loader):
+    """The loader a sweep's jobs are composed with: lcab's memoising sweeper plugin where it is
+    installed (as in `lcab.run -m`), else Hydra's own; both are Hydra's composition."""
+    try:
+        from hydra_plugins.lcab_sweeper._memo_loader import MemoisedLoader
+    except ImportError:
+        return loader
+    return MemoisedLoader(loader)
+
+
 @pytest.fixture(scope="module")
 def job_loader(monkeypatch_module):
-    """Hydra's loader as a multirun job sees it: lcab's schemas, resolvers, memoised composition."""
+    """Hydra's loader as a multirun job sees it: lcab's schemas and resolvers, sweep composition."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
     from lcab.compose import CONF_DIR
     from lcab.config import register_configs
-    from lcab.launch import fast_compose, resolvers
+    from lcab.launch import resolvers
 
     register_configs()
     resolvers.register()
-    fast_compose.install()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         master = compose(config_name="config", overrides=[], return_hydra_config=True)
-        yield GlobalHydra.instance().config_loader(), master
+        yield _sweep_loader(GlobalHydra.instance().config_loader()), master
     HydraConfig.instance().cfg = None  # as run_job leaves it: later tests compose outside an app
 
 

@@ -134,10 +134,14 @@ def test_a_real_sweep_after_a_fragment_and_its_summary_from_the_store(tmp_path):
     got = rows(store)
     assert [(r["cell_id"] == "invalid-config", r["status"]) for r in got] == [(False, "ok"), (True, "error")]
     assert got[0]["config"]["seqlen"] == 256 and "seqlen '0'" in got[1]["reason"]
+    # A row that parses but is not one lcab wrote (no world, no times): shown by its id.
+    odd = {"cell_id": "odd", "status": "ok", "sweep": sweep, "config": {"kernel": {"name": "x"}}}
     with open(store, "ab") as f:
         f.writelines(GARBAGE)
+        f.write((json.dumps({**odd, "metrics": {"tflops": "fast"}}) + "\n").encode())
         f.write(b'{"cell_id": "c", "sta')
     cfg = OmegaConf.create({"store": str(store), "hydra": {"sweep": {"dir": sweep}}})
     summary = _rows_from_store(cfg)
-    assert sorted(status for _, status, _ in summary) == ["error", "ok"], summary
+    assert sorted(status for _, status, _ in summary) == ["error", "ok", "ok"], summary
+    assert any(label == "odd" for label, _, _ in summary)
     assert any("seqlen '0'" in line for _, _, line in summary)

@@ -25,6 +25,7 @@ from lcab.cp.comm import Comm, all_gather_tensor
 from lcab.cp.sharding import Shard, imbalance, make_shard
 from lcab.cp.timer import ComputeTimer
 from lcab.execute import classify, judge, now, shape_spec
+from lcab.harness import memory
 from lcab.harness.inputs import StepInputs, inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.throughput import throughput_metrics
@@ -61,10 +62,16 @@ def prepare(cell: Cell, device: torch.device, rank: int, world: int) -> Prepared
     if not ok:
         raise Unavailable(why)
     mode = c["bench"]["mode"]
-    if mode != "fwd" and not kernel.capabilities.backward:
-        raise Unsupported(f"{kernel.name} has no backward")
+    if mode != "fwd" and not kernel.has_backward(device.type):
+        raise Unsupported(f"{kernel.name} has no backward on {device.type}")
     shape = shape_spec(cell, device)
     deg = strategy.check(cp, shape, world)
+    # This rank's share of the step's tensors and the global mask's rows, before either exists.
+    local = -(-c["seqlen"] // world)
+    need = memory.Footprint(
+        tensors=memory.step_tensors(shape, local, local, mode), mask=memory.mask_rows(None, c["seqlen"])
+    )
+    memory.check(need, device)
     mask = build_mask(MaskConfig(**c["mask"]), c["seqlen"])
     kernel.check(mask, shape)
     shard = make_shard(cp["shard"], mask, world)

@@ -121,8 +121,12 @@ def run_with_timeout(cell: Cell, timeout_s: float | None) -> Result:
             return failed(Status.ERROR, f"timeout after {timeout_s:g} s")
         kind, payload = _child.conn.recv()
     except (EOFError, OSError):
+        if _child is not None:
+            _child.proc.join(5)  # the pipe closes as it dies: reap it for its exit code
         code = _child.proc.exitcode if _child is not None else None
         _discard()
+        if code == -signal.SIGKILL:  # nobody here sent it
+            return failed(Status.ERROR, "cell process killed by SIGKILL (the OS's out-of-memory killer?)")
         return failed(Status.ERROR, f"cell process died (exit code {code})")
     except BaseException:
         _discard()  # interrupted mid-cell: the child's state is unknown

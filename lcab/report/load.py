@@ -134,6 +134,8 @@ def flat_row(row: dict, source: str, order: int) -> dict:
         "started_at": _text(row.get("started_at")),
         "finished_at": _text(row.get("finished_at")),
         "command": _text(row.get("command")) or _text(config.get("command")),
+        "overrides": row.get("overrides"),  # the job's Hydra overrides (lcab/report/commands.py)
+        "sweep_overrides": row.get("sweep_overrides"),
         "source": source,
         "order": order,
         "config": config,

@@ -39,15 +39,24 @@ def flops_rate(tflops: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _ms(v: object) -> str:
+    """A time, or "?" where a row read back from a store lacks it."""
+    return f"{v:.3f}" if _number(v) else "?"
+
+
 def cell_line(label: str, r: Result) -> str:
     m = r.metrics
     if r.status == "ok" or "tflops" in m:
-        mfu = f" MFU={m['mfu']:.1%}" if m.get("mfu") else ""
+        mfu = f" MFU={m['mfu']:.1%}" if _number(m.get("mfu")) else ""
         err = ""
         if "verify_passed" in m:
             err = " verify=" + ("pass" if m["verify_passed"] else "FAIL")
-        core = f"p50={m['time_ms_p50']:.3f}ms [p20 {m['time_ms_p20']:.3f}, p80 {m['time_ms_p80']:.3f}] "
-        core += f"{flops_rate(m.get('tflops'))}{mfu}{err}"
+        p20, p50, p80 = (_ms(m.get(f"time_ms_{q}")) for q in ("p20", "p50", "p80"))
+        core = f"p50={p50}ms [p20 {p20}, p80 {p80}] {flops_rate(m.get('tflops'))}{mfu}{err}"
     else:
         core = ""
     reason = f" {r.reason}" if r.reason else ""

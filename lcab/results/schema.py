@@ -27,6 +27,10 @@ class Result:
     sweep: str = ""
     started_at: str = ""
     finished_at: str = ""
+    # Hydra overrides (lcab/results/overrides.py), the report's commands: the job's, after the
+    # sweep's expansion (`seqlen=512`), and its sweep's as typed (`-m seqlen=256,512`).
+    overrides: list[str] = field(default_factory=list)
+    sweep_overrides: list[str] = field(default_factory=list)
     schema: int = 1
 
     def to_dict(self) -> dict:
