@@ -13,11 +13,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from lcab.errors import SCHEMA_SUFFIX
-
-
-class ConfigError(ValueError):
-    """A user-facing constraint violation: its message is one line that names the constraint."""
+from lcab.errors import SCHEMA_SUFFIX, ConfigError  # ConfigError: also re-exported from here
 
 
 @dataclass

@@ -7,7 +7,9 @@ one line. A user who set HYDRA_FULL_ERROR=1 gets Hydra's full traceback as befor
 
 Exit status: 2 for a config error (override grammar, unknown key or option, bad type or
 value, interpolation), 1 for anything else, 130 for Ctrl-C (128 + SIGINT, as a shell says).
-This module imports nothing heavy: it is imported first, before torch and Hydra.
+This module imports nothing heavy: it is imported first, before torch and Hydra. It also
+holds lcab's exception types, so that every layer (config, kernels, strategies, the cell
+pipeline, the record) raises and classifies the same ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ FULL_ERROR = "HYDRA_FULL_ERROR"
 SCHEMA_SUFFIX = "_schema"  # lcab.config's schema names: never listed as options
 
 
+class ConfigError(ValueError):
+    """A user-facing constraint violation: its message is one line that names the constraint."""
+
+
+class Unsupported(Exception):
+    """A kernel or strategy cannot express this mask / shape / dtype; the message says why."""
+
+
+class Unavailable(Exception):
+    """A package or device support is missing on this machine; the message says what."""
+
+
 def say(line: str) -> None:
     print(f"lcab: {line}", file=sys.stderr, flush=True)
 
@@ -37,8 +51,6 @@ def _first(text: str) -> str:
 
 def omegaconf_line(exc: BaseException) -> str:
     """An OmegaConf error (missing key, interpolation, type) as `key: message`."""
-    from lcab.config import ConfigError
-
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, ConfigError):  # raised by one of lcab's resolvers (lcab_per_gpu)
         msg = str(cause)
@@ -54,8 +66,6 @@ def omegaconf_line(exc: BaseException) -> str:
 def as_config_error(exc: Exception) -> Exception:
     """An OmegaConf error met while reading the config, as lcab's one-line ConfigError."""
     from omegaconf.errors import OmegaConfBaseException
-
-    from lcab.config import ConfigError
 
     return ConfigError(omegaconf_line(exc)) if isinstance(exc, OmegaConfBaseException) else exc
 
@@ -74,8 +84,6 @@ def one_line(exc: BaseException, overrides: list[str] | None = None) -> tuple[st
     overrides: the command line's, to name the one a message from Hydra does not."""
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
-
-    from lcab.config import ConfigError
 
     if isinstance(exc, ConfigError):
         return _first(str(exc)), CONFIG_ERROR

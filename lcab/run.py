@@ -18,12 +18,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lcab import errors, progress
 from lcab.config import ConfigError, register_configs
-from lcab.execute import now
 from lcab.launch import argv, placement, resolvers, run_cell, slurm, torchrun
 from lcab.launch.isolate import Deadline, run_with_timeout
 from lcab.launch.signals import Interrupted, interruptible
 from lcab.plan import Cell, plan_cell, preflight, store_path, world_size
 from lcab.results.console import cell_line
+from lcab.results.outcome import now, result_row
 from lcab.results.overrides import JobStore
 from lcab.results.schema import Result, Status
 from lcab.results.store import ResultStore
@@ -63,17 +63,7 @@ def _run(cfg: DictConfig, cell: Cell, store: ResultStore, sweep_dir: str) -> Res
 
     def record(status: Status, reason: str) -> None:
         if _is_writer():
-            store.append(
-                Result(
-                    cell_id=cell.cell_id,
-                    status=status.value,
-                    reason=reason,
-                    config=cell.config,
-                    sweep=sweep_dir,
-                    started_at=started,
-                    finished_at=now(),
-                )
-            )
+            store.append(result_row(cell, status, reason, sweep=sweep_dir, started_at=started))
 
     def record_stop(reason: str) -> None:
         record(Status.INTERRUPTED, reason)
@@ -122,16 +112,8 @@ def main(cfg: DictConfig) -> None:
         print(f"lcab: {exc}", file=sys.stderr)
         if _is_writer():
             raw = OmegaConf.to_container(cfg, resolve=False)
-            store.append(  # with its sweep and time, so the report puts it with its sweep's cells
-                Result(
-                    cell_id="invalid-config",
-                    status=Status.ERROR.value,
-                    reason=str(exc),
-                    config=raw,
-                    sweep=sweep_dir,
-                    finished_at=now(),
-                )
-            )
+            # With its sweep and time, so the report puts it with its sweep's cells.
+            store.append(result_row(Cell(raw, "invalid-config"), Status.ERROR, str(exc), sweep=sweep_dir))
         progress.record(progress.INVALID_CONFIG, Status.ERROR.value, f"[ERR] {exc}", config_error=True)
         return
     if not _is_writer():
@@ -147,9 +129,7 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(f"lcab: {cell.label}: {exc}", file=sys.stderr)
         if _is_writer():
-            row = Result(cell.cell_id, Status.ERROR.value, str(exc), cell.config, sweep=sweep_dir)
-            row.finished_at = now()
-            store.append(row)
+            store.append(result_row(cell, Status.ERROR, str(exc), sweep=sweep_dir))
         progress.record(cell.label, Status.ERROR.value, f"[ERR] {cell.label}  {exc}", config_error=True)
         return
     result = _run(cfg, cell, store, sweep_dir)

@@ -1,5 +1,6 @@
-"""One lcab cell's timed step outside the sweep, for the check scripts: lcab's own path
-(compose -> plan -> mask -> kernel.prepare -> inputs -> training step), nothing re-implemented."""
+"""One lcab cell's timed step outside the sweep, for the check scripts: lcab's own cell pipeline
+(compose -> plan -> lcab.pipeline.prepare: mask, kernel checks, the identity plan -> inputs ->
+training step), nothing re-implemented."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
+from lcab import kernels
 from lcab.compose import compose_config
-from lcab.config import MaskConfig
-from lcab.execute import shape_spec
-from lcab.harness.inputs import StepInputs, inputs_for
+from lcab.harness.inputs import StepInputs
 from lcab.harness.step import training_step
-from lcab.kernels import base as kernels
-from lcab.masks import build as build_mask
 from lcab.masks.slices import AttnMask
+from lcab.pipeline.measure import cell_inputs
+from lcab.pipeline.prepare import prepare
 from lcab.plan import plan_cell
 
 
@@ -44,13 +44,12 @@ def cell_step(
         f"seqlen={seqlen}",
         f"shape={shape}",
         f"bench.device={device}",
+        f"bench.mode={mode}",
     ]
     cell = plan_cell(compose_config(over))
     c = cell.config
     device = torch.device(device)
-    k = kernels.get(kernel).configure(**{**{n: v for n, v in c["kernel"].items() if n != "name"}, **options})
-    spec = shape_spec(cell, device)
-    m = build_mask(MaskConfig(**c["mask"]), c["seqlen"])
-    fn = k.prepare(m, spec)
-    inputs = inputs_for(spec, m, 0)
-    return CellStep(training_step(fn, inputs, mode), inputs, m, c, dict(getattr(fn, "notes", {})))
+    p = prepare(cell, device, 0, 1, kernels.create(kernel, {**c["kernel"], **options}))
+    _, inputs = cell_inputs(p, 0)
+    fn = p.strategy.step_fn(p.plan, None)  # the identity plan: the kernel's prepared function
+    return CellStep(training_step(fn, inputs, mode), inputs, p.mask, c, dict(p.plan.notes))

@@ -17,13 +17,13 @@ import statistics
 import torch
 import torch.nn.functional as F
 
+from lcab import kernels
 from lcab.compose import compose_config
-from lcab.config import MaskConfig
-from lcab.execute import execute, shape_spec
 from lcab.harness.flops import attention_flops
 from lcab.harness.inputs import make_inputs
-from lcab.kernels import base as kernels
-from lcab.masks import build as build_mask
+from lcab.harness.shape import shape_spec
+from lcab.pipeline import execute
+from lcab.pipeline.prepare import cell_mask
 from lcab.plan import plan_cell
 
 SDPA = {
@@ -36,7 +36,7 @@ SDPA = {
 
 def bare_call(kernel: str, cell, mask):
     """The library call as a user would write it, on BHSD-contiguous tensors."""
-    spec = shape_spec(cell, torch.device("cuda"))
+    spec = shape_spec(cell.config, torch.device("cuda"))
     s = mask.seqlen_q
     inp = make_inputs(
         spec.batch, s, s, spec.heads_q, spec.heads_kv, spec.head_dim, spec.dtype, spec.device, 0
@@ -49,7 +49,7 @@ def bare_call(kernel: str, cell, mask):
 
         backend = getattr(SDPBackend, SDPA[kernel])
         # Same GQA handling as the adapter found for this backend (some take no enable_gqa).
-        native = kernels.get(kernel).prepare(mask, spec).notes["gqa"] == "native"
+        native = kernels.create(kernel).prepare(mask, spec).notes["gqa"] == "native"
 
         def fwd():
             kk, vv = (k, v) if native else (t.repeat_interleave(q.shape[1] // k.shape[1], 1) for t in (k, v))
@@ -70,7 +70,7 @@ def bare_call(kernel: str, cell, mask):
     else:
         # Kernels without a one-line public call: the adapter's own callable in a bare loop,
         # on lcab's own [B, S, H, D] tensors (the layout the adapter is written for).
-        fn = kernels.get(kernel).prepare(mask, spec)
+        fn = kernels.create(kernel).prepare(mask, spec)
         qkv = tuple(t.detach().requires_grad_(True) for t in inp.qkv)
 
         def fwd():
@@ -135,7 +135,7 @@ def main() -> None:
                     lines.append(row)
                     print(json.dumps(row), flush=True)
                     continue
-                mask = build_mask(MaskConfig(**cell.config["mask"]), cell.config["seqlen"])
+                mask = cell_mask(cell.config)
                 try:
                     fwd, qkv, dout = bare_call(kernel, cell, mask)
                     bare_ms = time_bare(fwd, qkv, dout, mode, args.iters)

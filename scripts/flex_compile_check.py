@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from lcab.compose import compose_config
-from lcab.execute import execute
+from lcab.pipeline import execute
 from lcab.plan import plan_cell
 
 

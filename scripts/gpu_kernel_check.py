@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lcab import kernels
 from lcab.config import MaskConfig
-from lcab.kernels import base
 from lcab.kernels.base import ShapeSpec, Unavailable, Unsupported
 from lcab.masks import build
 
@@ -104,8 +104,7 @@ def check_cell(kernel_name, mask, shape, tensors, ref, base_errs, args) -> dict:
     """One kernel x mask: prepare, fwd + bwd, errors against ref, optional timing; prints its line."""
     q, k, v, dout = tensors
     row: dict = {}
-    kernel = base.get(kernel_name)
-    kernel.configure(block_size=args.block_size, compile=not args.no_compile)
+    kernel = kernels.create(kernel_name, {"block_size": args.block_size, "compile": not args.no_compile})
     ok, why = kernel.available(shape.device)
     if not ok:
         raise Unavailable(why)

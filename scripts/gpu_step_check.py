@@ -19,10 +19,10 @@ import traceback
 
 import torch
 
+from lcab import kernels
 from lcab.config import MaskConfig
 from lcab.cp.sharding import doc_zigzag
 from lcab.cp.submask import submask
-from lcab.kernels import base as kernels
 from lcab.kernels.base import ShapeSpec, Unavailable, Unsupported
 from lcab.kernels.torch_eager import eager_step_fns
 from lcab.masks import build
@@ -156,7 +156,7 @@ def main() -> int:
     failures = 0
     masks = step_masks()
     for name in args.kernels.split(","):
-        kernel = kernels.get(name)
+        kernel = kernels.create(name)
         for mname, mask in masks.items():
             tag = f"{name:<15}{mname:<12}{mask.seqlen_q:>5}x{mask.seqlen_k:<5}"
             t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Where one emulated CP rank spends its time: kernel calls vs merge/accumulate/copies.
 
-Builds rank 0's plan of a strategy (same code as cp.emulate), times fwd and bwd separately
+Builds one rank's plan of a strategy (lcab.pipeline, as cp.emulate does), times fwd and bwd separately
 against the monolithic kernel's fwd and bwd, and prints the top CUDA kernels of one fwd_bwd.
 
     python scripts/profile_cp_rank.py --kernel sdpa_cudnn --cp ring --mask causal --seqlen 64k --world 8
@@ -14,16 +14,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from lcab.compose import compose_config
-from lcab.config import MaskConfig
-from lcab.cp import registry as strategies
-from lcab.cp.base import Topology
-from lcab.cp.sharding import make_shard
-from lcab.execute import shape_spec
 from lcab.harness.inputs import inputs_for
 from lcab.harness.step import training_step
 from lcab.harness.timing import Schedule, measure
-from lcab.kernels import base as kernels
-from lcab.masks import build as build_mask
+from lcab.pipeline.prepare import prepare, rank_plan
 from lcab.plan import plan_cell
 
 
@@ -37,19 +31,14 @@ def main() -> None:
     ap.add_argument("--world", type=int, default=8)
     ap.add_argument("--rank", type=int, default=0)
     a = ap.parse_args()
-    cfg = compose_config([f"kernel={a.kernel}", f"cp={a.cp}", f"mask={a.mask}", f"seqlen={a.seqlen}"])
-    cell = plan_cell(cfg)
+    over = [f"kernel={a.kernel}", f"cp={a.cp}", f"cp.shard={a.shard}", f"mask={a.mask}", f"seqlen={a.seqlen}"]
+    cell = plan_cell(compose_config(over))
     dev = torch.device("cuda")
-    spec = shape_spec(cell, dev)
-    kernel = kernels.get(a.kernel)
-    mask = build_mask(MaskConfig(**cell.config["mask"]), cell.config["seqlen"])
-    strategy = strategies.get(a.cp)
-    deg = strategy.check(cell.config["cp"], spec, a.world)
-    shard = make_shard(a.shard, mask, a.world)
+    p = prepare(cell, dev, 0, a.world, emulated=True)  # the plan cp.emulate builds
+    strategy, kernel, mask, spec = p.strategy, p.kernel, p.mask, p.shape
+    plan = rank_plan(p, a.rank)
     glob = inputs_for(spec, mask, 0)
-    topo = Topology(a.world, a.rank, deg, intra=True)
-    plan = strategy.plan(mask, shard, topo, kernel, spec)
-    tiles = [(m, [(t.q0, t.q1, t.k0, t.k1, t.fns.form) for t in tl]) for m, tl in plan.steps]
+    tiles = [(s.source, [(t.q0, t.q1, t.k0, t.k1, t.fns.form) for t in s.tiles]) for s in plan.steps]
     print("steps (member, tiles q0:q1 x k0:k1 form):")
     for m, tl in tiles:
         print(f"  member {m}: {tl}")

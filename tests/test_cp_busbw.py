@@ -14,10 +14,12 @@ from test_cp_cli import FAST
 
 from lcab.cp.busbw import bus_factor
 from lcab.cp.comm import Op
-from lcab.cp.execute_cp import local_inputs, open_cell, prepare, run_rank
 from lcab.cp.selfcheck import case_config
+from lcab.cp.tokens import local_inputs
 from lcab.harness.inputs import inputs_for
 from lcab.harness.verify import kernel_outputs
+from lcab.pipeline import execute_rank
+from lcab.pipeline.prepare import open_cell, prepare
 from lcab.plan import Cell
 
 
@@ -60,8 +62,8 @@ def comm_stats(config: dict) -> list | None:
 
 
 def run_cells(configs: list[dict]) -> list:
-    """execute_cp's own path (timing, instrumented pass, probe) for each config; rows on rank 0."""
-    return [run_rank(Cell(c, "busbw"), torch.device("cpu")) for c in configs]
+    """The cell pipeline's rank path (timing, instrumented pass, probe) for each config; rows on rank 0."""
+    return [execute_rank(Cell(c, "busbw"), torch.device("cpu")) for c in configs]
 
 
 @pytest.mark.parametrize("world", [2, 4])

@@ -27,9 +27,10 @@ DEGREES = {2: [(2, 1), (1, 2)], 4: [(2, 2)]}
 
 def gathered_outputs(configs: list[dict]) -> list:
     """Per config: out (and grads) of the strategy in global token order, on rank 0."""
-    from lcab.cp.execute_cp import gather_global, local_inputs, open_cell, prepare
+    from lcab.cp.tokens import gather_global, local_inputs
     from lcab.harness.inputs import make_inputs
     from lcab.harness.verify import kernel_outputs
+    from lcab.pipeline.prepare import open_cell, prepare
     from lcab.plan import Cell
 
     res = []

@@ -14,6 +14,7 @@ from lcab.cp.sharding import imbalance, make_shard
 from lcab.cp.strategies.double_ring import default_windows
 from lcab.cp.submask import runs_from_ranges, submask
 from lcab.kernels import base as kernels
+from lcab.kernels import create
 from lcab.kernels.base import ShapeSpec
 from lcab.kernels.torch_eager import eager_attention
 from lcab.masks import build
@@ -128,7 +129,7 @@ def test_lse_merge_matches_one_softmax():
 def test_step_fns_match_autograd(kernel, dtype):
     m = _mask("causal_document", 48)
     shape = ShapeSpec(1, 4, 2, 8, dtype, torch.device("cpu"))
-    fns = kernels.get(kernel).step_fns(m, shape)
+    fns = create(kernel).step_fns(m, shape)
     torch.manual_seed(0)
     q = torch.randn(1, 48, 4, 8, dtype=dtype, requires_grad=True)
     k, v = (torch.randn(1, 48, 2, 8, dtype=dtype, requires_grad=True) for _ in range(2))
@@ -146,8 +147,9 @@ def test_step_fns_match_autograd(kernel, dtype):
 def test_kernel_without_step_fns_is_unsupported():
     class NoLse(kernels.Kernel):
         name = "nolse"
+        capabilities = kernels.Capabilities(("cpu",), ("fp32",), ("dense",), backward=True)  # no steps
 
-    with pytest.raises(kernels.Unsupported, match="returns no LSE"):
+    with pytest.raises(kernels.Unsupported, match="nolse has no CP step functions"):
         NoLse().step_fns(_mask("causal", 16), ShapeSpec(1, 2, 2, 8, torch.float32, torch.device("cpu")))
 
 

@@ -61,7 +61,7 @@ def test_only_the_compile_advice_is_silenced():
     same words from elsewhere, still shows."""
     import torch.nn.attention.flex_attention as flex_module
 
-    from lcab.kernels.flex import _quiet_uncompiled_warning
+    from lcab.kernels.adapters.flex import _quiet_uncompiled_warning
 
     flex_globals = vars(flex_module)
 

@@ -21,8 +21,8 @@ from lcab.config import MaskConfig
 from lcab.cp.sharding import balanced, contiguous, doc_zigzag, zigzag
 from lcab.cp.submask import submask
 from lcab.cp.tiles import StepCache, make_tiles
-from lcab.kernels import cudnn as cudnn_adapter
-from lcab.kernels.base import Kernel, ShapeSpec, StepFns, Unavailable, Unsupported
+from lcab.kernels.adapters import cudnn as cudnn_adapter
+from lcab.kernels.base import Capabilities, Kernel, ShapeSpec, StepFns, Unavailable, Unsupported
 from lcab.kernels.torch_eager import eager_attention, eager_step_fns
 from lcab.kernels.varlen_args import (
     CudnnLayout,
@@ -231,6 +231,9 @@ class _LayoutOnly(Kernel):
     """Stands in for cudnn on CPU: its step functions exist iff cuDNN's layout does."""
 
     name = "cudnn_layout"
+    capabilities = Capabilities(
+        devices=("cpu",), dtypes=("bf16",), mask_forms=(), backward=True, steps=("cpu",)
+    )
 
     def step_fns(self, mask, shape):
         lay = cudnn_step_layout(mask)
@@ -420,6 +423,7 @@ def fake_cudnn(monkeypatch):
     """The adapter on CPU with the fake library in place of `import cudnn`, no CUDA stream."""
     fake = _fake_cudnn()
     monkeypatch.setattr(cudnn_adapter, "_cudnn", lambda: fake)
+    monkeypatch.setattr(cudnn_adapter, "_STEP_GRAPHS", {})  # graphs of the fake library only
     monkeypatch.setattr(cudnn_adapter.Cudnn, "available", lambda self, d: (True, ""))
     monkeypatch.setattr(cudnn_adapter.Cudnn, "_handle", lambda self, c, s: None)
     monkeypatch.setattr(cudnn_adapter._Graphs, "_run", lambda self, g, pack: g.execute(pack, None))
@@ -494,7 +498,7 @@ def test_real_cp_steps_on_the_fake_library(fake_cudnn):
         ):
             assert _close(a, b)
     # Graphs are shared by structure, not rebuilt per sub-mask.
-    assert len(fake_cudnn._step_graphs) < len(sub_masks(mask, doc_zigzag(mask, 2))) + 4
+    assert len(cudnn_adapter._STEP_GRAPHS) < len(sub_masks(mask, doc_zigzag(mask, 2))) + 4
 
 
 def test_prepare_still_matches_eager_on_documents(fake_cudnn):

@@ -18,8 +18,8 @@ import pytest
 import torch
 from lcab_cli import clean_env, lcab_run, rows
 
+from lcab import kernels
 from lcab.harness import memory
-from lcab.kernels import base as kernels
 from lcab.kernels.base import ShapeSpec
 from lcab.masks.patterns.causal import causal
 
@@ -81,15 +81,15 @@ def test_sdpa_64k_fits_by_the_estimate():
     """The check must not refuse what fits: the O(S) kernels at 64K need tens of MiB here."""
     spec = ShapeSpec(1, 4, 2, 32, torch.float32, torch.device("cpu"))
     mask = causal(None, 65536)
-    sdpa = memory.estimate(kernels.get("sdpa"), mask, spec, "fwd_bwd", verify=False)
-    eager = memory.estimate(kernels.get("torch"), mask, spec, "fwd_bwd", verify=False)
+    sdpa = memory.estimate(kernels.create("sdpa"), mask, spec, "fwd_bwd", verify=False)
+    eager = memory.estimate(kernels.create("torch"), mask, spec, "fwd_bwd", verify=False)
     assert sdpa.total < 2**30
     scores = 4 * 65536**2 * 4  # one [Hq, S, S] fp32 tensor, computed here independently
     assert eager.kernel >= 6 * scores  # the eager step keeps 6 of them at its peak (measured below)
 
 
 def test_backward_capability_is_per_device():
-    flex, eager = kernels.get("flex"), kernels.get("torch")
+    flex, eager = kernels.create("flex"), kernels.create("torch")
     assert not flex.has_backward("cpu") and flex.has_backward("cuda")
     assert eager.has_backward("cpu") and eager.has_backward("cuda")
 
@@ -103,9 +103,10 @@ import json, sys
 import torch
 from lcab.compose import compose_config
 from lcab.config import MaskConfig
-from lcab.execute import execute, shape_spec
+from lcab.harness.shape import shape_spec
+from lcab.pipeline import execute
 from lcab.harness import memory
-from lcab.kernels import base as kernels
+from lcab import kernels
 from lcab.masks import build
 from lcab.plan import plan_cell
 
@@ -119,9 +120,9 @@ for args in json.loads(sys.argv[1]):
     for seqlen in ("256", "1536"):
         cell = plan_cell(compose_config(args + ["seqlen=" + seqlen, "bench.warmup=0", "bench.iters=1", "bench.device=cpu"]))
         c = cell.config
-        kernel = kernels.get(c["kernel"]["name"])
+        kernel = kernels.create(c["kernel"]["name"])
         mask = build(MaskConfig(**c["mask"]), c["seqlen"])
-        fp = memory.estimate(kernel, mask, shape_spec(cell, torch.device("cpu")), c["bench"]["mode"], c["bench"]["verify"])
+        fp = memory.estimate(kernel, mask, shape_spec(c, torch.device("cpu")), c["bench"]["mode"], c["bench"]["verify"])
         del mask
         open("/proc/self/clear_refs", "w").write("5")
         base = rss("VmRSS")

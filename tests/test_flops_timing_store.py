@@ -186,7 +186,7 @@ def test_store_skips_truncated_tail_and_resume_rules(tmp_path):
 
 
 def test_above_peak_is_invalid_never_a_result():
-    from lcab.execute import judge
+    from lcab.results.outcome import judge
 
     assert judge({"tflops": 990.0, "peak_tflops": 989.0})[0] == "invalid"
     assert "above its peak 989" in judge({"tflops": 990.0, "peak_tflops": 989.0})[1]
@@ -196,9 +196,10 @@ def test_above_peak_is_invalid_never_a_result():
 
 
 def test_throughput_is_per_device_over_max_time():
-    from lcab.harness.throughput import throughput_metrics
+    from lcab.harness.throughput import Work, throughput
 
-    m = throughput_metrics(10, 2, 8, 3, "fwd", p50_ms=2.0, world=4, dtype="fp32", device=torch.device("cpu"))
+    work = Work(area=10, heads_q=2, head_dim=8, batch=3, mode="fwd", dtype="fp32")
+    m = throughput(work, p50_ms=2.0, world=4, device=torch.device("cpu"))
     # 1920 FLOPs over (2 ms x 4 devices) = 2.4e-7 TFLOPs/s; no peak on a CPU.
     assert m["flops"] == 1920 and m["tflops"] == pytest.approx(2.4e-7)
     assert m["peak_tflops"] is None and m["mfu"] is None

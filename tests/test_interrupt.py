@@ -68,5 +68,6 @@ def test_stop_signal_ends_a_long_cell_promptly_with_its_row(tmp_path, sig):
     assert [r["status"] for r in got] == ["interrupted"], err
     assert got[0]["reason"] == f"{sig.name} during the cell"
     assert got[0]["config"]["seqlen"] == 2**20
-    assert got[0]["overrides"] == ["seqlen=1m", f"store={store}"]  # what reruns it (lcab/results/overrides.py)
+    # The row records what reruns it, written from the signal handler too (lcab/results/overrides.py).
+    assert got[0]["overrides"] == ["seqlen=1m", f"store={store}"]
     assert reaction < REACTION_S

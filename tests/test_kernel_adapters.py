@@ -11,9 +11,8 @@ import sys
 import pytest
 import torch
 
-from lcab import kernels  # noqa: F401  (the package; adapters load through the registry)
-from lcab.config import MaskConfig
-from lcab.kernels import base
+from lcab import kernels
+from lcab.config import ConfigError, MaskConfig
 from lcab.kernels.base import ShapeSpec, Unavailable, Unsupported
 from lcab.kernels.flash_common import FlashKernel
 from lcab.kernels.varlen_args import cu_seqlens, flash_visible
@@ -53,25 +52,62 @@ SEQLEN = 77
 
 
 def test_importing_adapters_does_not_import_optional_packages():
-    base.names()
+    for name in kernels.names():
+        kernels.create(name)  # imports the adapter's module
     for mod in ("flash_attn", "flash_attn_interface", "flash_attn_3", "cudnn"):
         assert mod not in sys.modules, f"{mod} imported at adapter import time"
-    assert {"flex", "cudnn", "flash2", "flash3"} <= set(base.names())
+    assert {"flex", "cudnn", "flash2", "flash3"} <= set(kernels.names())
+
+
+def test_unknown_kernel_is_one_config_error_listing_the_options():
+    with pytest.raises(ConfigError) as e:
+        kernels.create("nope")
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("unknown kernel 'nope'; known: ")
+    assert line.endswith(", ".join(kernels.names()))
+
+
+def test_adapters_are_made_per_config_and_keep_their_options():
+    a = kernels.create("flex", {"name": "flex", "block_size": 16, "compile": False})
+    b = kernels.create("flex", {"name": "flex"})
+    assert a is not b
+    assert (a.options.block_size, a.options.compile) == (16, False)
+    assert (b.options.block_size, b.options.compile) == (128, True)
+    # Keys of the shared kernel schema that are not this kernel's options are not its business.
+    assert (
+        kernels.create("torch", {"name": "torch", "block_size": 16}).options
+        == kernels.create("torch").options
+    )
+
+
+def test_capabilities_decide_before_any_step_is_built():
+    """A kernel without CP steps is refused from its capabilities, with the true reason (flex
+    returns an LSE; what it lacks is a backward from a given out/lse)."""
+    from lcab.cp.tiles import StepCache
+
+    for name in ("flex", "flash2", "flash3"):
+        with pytest.raises(Unsupported, match=f"^{name} has no CP step functions \\(") as e:
+            StepCache(kernels.create(name), SHAPE)
+        assert "no LSE" not in str(e.value)
+    with pytest.raises(Unsupported, match=r"^cudnn has no CP step functions on cpu "):
+        StepCache(kernels.create("cudnn"), SHAPE)
+    for name in ("torch", "sdpa", "sdpa_math", "sdpa_flash"):
+        StepCache(kernels.create(name), SHAPE)
 
 
 def test_capabilities_are_declared():
-    flex = base.get("flex").capabilities
-    assert flex.devices == ("cpu", "cuda") and flex.gqa and flex.returns_lse
+    flex = kernels.kernel_class("flex").capabilities
+    assert flex.devices == ("cpu", "cuda") and flex.backward_devices == ("cuda",) and flex.steps == ()
     for name in GPU_KERNELS:
-        caps = base.get(name).capabilities
-        assert caps.devices == ("cuda",) and caps.dtypes == ("bf16", "fp16")
-        assert caps.gqa and caps.backward and caps.returns_lse
+        caps = kernels.kernel_class(name).capabilities
+        assert caps.devices == ("cuda",) and caps.dtypes == ("bf16", "fp16") and caps.backward
+    assert kernels.kernel_class("cudnn").capabilities.steps == ("cuda",)
 
 
 @pytest.mark.parametrize("name", names())
 def test_flex_forward_matches_fp64_reference(name):
     mask = small_mask(name, SEQLEN)
-    kernel = base.get("flex").configure(block_size=16, compile=True)
+    kernel = kernels.create("flex", {"block_size": 16, "compile": True})
     fn = kernel.prepare(mask, SHAPE)
     assert fn.notes["compiled"] is False  # CPU: compiled flex returns no LSE, so it runs uncompiled
     q, k, v = inputs(SHAPE, SEQLEN)
@@ -85,7 +121,7 @@ def test_flex_forward_matches_fp64_reference(name):
 
 def test_flex_backward_is_refused_on_cpu():
     mask = small_mask("causal", SEQLEN)
-    fn = base.get("flex").configure(block_size=16).prepare(mask, SHAPE)
+    fn = kernels.create("flex", {"block_size": 16}).prepare(mask, SHAPE)
     q, k, v = (x.requires_grad_() for x in inputs(SHAPE, SEQLEN))
     out, lse = fn(q, k, v)  # the forward runs on grad-requiring inputs (the harness's fwd mode)
     ref_out, ref_lse = reference(q, k, v, mask.dense())
@@ -99,7 +135,7 @@ def test_flex_backward_is_refused_on_cpu():
 
 @pytest.mark.parametrize("name", GPU_KERNELS)
 def test_gpu_adapters_are_unavailable_here(name):
-    kernel = base.get(name)
+    kernel = kernels.create(name)
     for device in (CPU, torch.device("cuda")):
         ok, reason = kernel.available(device)
         assert ok is False and "needs CUDA" in reason
@@ -107,7 +143,7 @@ def test_gpu_adapters_are_unavailable_here(name):
 
 @pytest.mark.parametrize("name", GPU_KERNELS)
 def test_gpu_adapters_refuse_inexpressible_masks_without_their_package(name):
-    kernel = base.get(name)
+    kernel = kernels.create(name)
     mask = small_mask("share_question", SEQLEN)
     with pytest.raises(Unsupported, match=f"^{name} cannot express share_question: .+"):
         kernel.prepare(mask, SHAPE)
@@ -169,7 +205,7 @@ def fake_flash_attn_varlen_func(
 )
 @pytest.mark.parametrize("kernel_name", ["flash2", "flash3"])
 def test_flash_adapter_plumbing_with_a_stand_in_library(kernel_name, name, monkeypatch):
-    kernel = base.get(kernel_name)
+    kernel = kernels.create(kernel_name)
     assert isinstance(kernel, FlashKernel)
     monkeypatch.setattr(type(kernel), "available", lambda self, device: (True, ""))
     monkeypatch.setattr(

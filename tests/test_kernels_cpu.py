@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lcab import kernels
 from lcab.config import MaskConfig
 from lcab.harness.inputs import make_inputs
 from lcab.harness.verify import verify
-from lcab.kernels import base as kernels
 from lcab.kernels.base import ShapeSpec, Unsupported
 from lcab.masks import build, names
 
@@ -22,7 +22,7 @@ def mask_for(name: str, seqlen: int):
 
 
 def check(kernel_name: str, mask_name: str, seqlen: int, dtype: torch.dtype, heads=(4, 2), d=16):
-    kernel = kernels.get(kernel_name)
+    kernel = kernels.create(kernel_name)
     mask = mask_for(mask_name, seqlen)
     spec = ShapeSpec(batch=2, heads_q=heads[0], heads_kv=heads[1], head_dim=d, dtype=dtype, device=CPU)
     fn = kernel.prepare(mask, spec)
@@ -48,7 +48,7 @@ def test_sdpa_flash_cpu_full_and_causal(mask_name):
 def test_sdpa_flash_refuses_other_masks(mask_name):
     spec = ShapeSpec(1, 4, 2, 16, torch.float32, CPU)
     with pytest.raises(Unsupported, match="sdpa_flash cannot express"):
-        kernels.get("sdpa_flash").prepare(mask_for(mask_name, 64), spec)
+        kernels.create("sdpa_flash").prepare(mask_for(mask_name, 64), spec)
 
 
 def test_bf16_kernel_judged_against_bf16_reference():
@@ -60,7 +60,9 @@ def test_bf16_kernel_judged_against_bf16_reference():
 def test_verify_catches_a_wrong_kernel():
     """A kernel that silently computes another mask (causal instead of causal_document) fails."""
     mask = mask_for("causal_document", 96)
-    wrong = kernels.get("torch").prepare(mask_for("causal", 96), ShapeSpec(1, 4, 2, 16, torch.float32, CPU))
+    wrong = kernels.create("torch").prepare(
+        mask_for("causal", 96), ShapeSpec(1, 4, 2, 16, torch.float32, CPU)
+    )
     inputs = make_inputs(1, 96, 96, 4, 2, 16, torch.float32, CPU, seed=1)
     verdict = verify(wrong, inputs, mask.dense(), backward=True)
     assert not verdict.passed

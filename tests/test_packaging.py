@@ -20,7 +20,8 @@ def installed(tmp_path_factory) -> Path:
     """`pip install --no-deps .` of a copy of the checkout (a build writes into its source tree)."""
     base = tmp_path_factory.mktemp("pkg")
     src, target = base / "src", base / "site"
-    shutil.copytree(ROOT / "lcab", src / "lcab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for pkg in ("lcab", "hydra_plugins"):  # hydra_plugins: lcab's sweeper (hydra/sweeper=lcab)
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]

@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from lcab_cli import lcab_run, rows
 
+from lcab import kernels
 from lcab.config import register_configs
-from lcab.kernels import base as kernels
 from lcab.launch import resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "lcab" / "conf"

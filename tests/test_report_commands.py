@@ -81,7 +81,14 @@ def test_error_and_invalid_rows_record_overrides_and_come_back(tmp_path):
         (True, "error"),
     ]
     jobs = [
-        [search, f"seqlen={s}", "kernel=sdpa_math", "+experiment=tiny", f"cluster.nproc={n}", f"store={store}"]
+        [
+            search,
+            f"seqlen={s}",
+            "kernel=sdpa_math",
+            "+experiment=tiny",
+            f"cluster.nproc={n}",
+            f"store={store}",
+        ]
         for s, n in itertools.product(("256", "0"), ("1", "2"))
     ]
     assert [r["overrides"] for r in got] == jobs
@@ -96,7 +103,9 @@ def test_error_and_invalid_rows_record_overrides_and_come_back(tmp_path):
 
 def _meaning(overrides: list[str]) -> frozenset[tuple[str, str]]:
     """Overrides as Hydra reads them: `seqlen=$\\{a\\}` (how a sweep writes a job's) is `seqlen=${a}`."""
-    return frozenset((o.get_key_element(), repr(o.value())) for o in OverridesParser.create().parse_overrides(overrides))
+    return frozenset(
+        (o.get_key_element(), repr(o.value())) for o in OverridesParser.create().parse_overrides(overrides)
+    )
 
 
 def _expand(command: str) -> list[frozenset[tuple[str, str]]]:
@@ -152,7 +161,9 @@ def test_commands_cover_exactly_the_cells_by_hydras_expansion(tmp_path, name):
 
 def test_rows_without_overrides_say_so(tmp_path):
     old = Path(__file__).resolve().parents[1] / "docs/results/h100/cudnn_32k.jsonl"
-    assert _commands(old) == ["# command not recorded: 8 row(s) predate rows that record their Hydra overrides"]
+    assert _commands(old) == [
+        "# command not recorded: 8 row(s) predate rows that record their Hydra overrides"
+    ]
     mixed = _store(tmp_path, [[K[0], "seqlen=256"]], "mixed")
     with open(mixed, "a") as f:
         f.write(json.dumps({"cell_id": "old", "status": "ok", "sweep": "multirun/x"}) + "\n")

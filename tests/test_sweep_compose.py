@@ -144,8 +144,9 @@ def test_pickled_without_its_cache_and_composes_the_same(hydra_loader):
     master, memo = _master(hydra_loader, "plain"), MemoisedLoader(hydra_loader)
     job = ["cluster=slurm", "seqlen=1k", "cluster.nodes=3"]
     want = memo.load_sweep_config(master, job)
-    again = pickle.loads(pickle.dumps(memo))
-    assert not again._composed and not again._groups
+    sent = pickle.dumps(memo)
+    assert len(sent) == len(pickle.dumps(MemoisedLoader(hydra_loader)))  # no cached configs in it
+    again = pickle.loads(sent)
     assert _plain(again.load_sweep_config(master, job)) == _plain(want)
 
 
@@ -179,26 +180,27 @@ TINY = ["kernel=sdpa_math", "bench.warmup=0", "bench.iters=1", "bench.l2_flush=f
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_a_sweep_runs_through_the_sweeper(tmp_path, launcher):
-    """Real processes: lcab.run -m, a batch size that splits the sweep (job numbers go on across
-    batches), every row with its job's values; submitit runs each job in a fresh process from
-    the pickled launcher and loader."""
+    """Real processes: lcab.run -m in batches of one job (job numbers go on across batches),
+    every row with its job's values; submitit_local runs each job in a fresh process from the
+    pickled launcher and loader, as submitit_slurm does on a cluster."""
     store = tmp_path / "r.jsonl"
     p = lcab_run(
         tmp_path,
         "-m",
         f"hydra/launcher={launcher}",
         "seqlen=256,512",
-        "mask=causal,full",
         *TINY,
         f"store={store}",
         "hydra.sweep.dir=sweep",
-        "hydra.sweeper.max_batch_size=3",
+        "hydra.sweeper.max_batch_size=1",
         timeout=600,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    got = sorted((r["config"]["seqlen"], r["config"]["mask"]["name"], r["status"]) for r in rows(store))
-    assert got == [(s, m, "ok") for s in (256, 512) for m in ("causal", "full")], p.stderr[-2000:]
-    assert sorted(d.name for d in (tmp_path / "sweep").iterdir() if d.name.isdigit()) == ["0", "1", "2", "3"]
+    got = sorted((r["config"]["seqlen"], r["status"]) for r in rows(store))
+    assert got == [(256, "ok"), (512, "ok")], p.stderr[-2000:]
+    assert sorted(d.name for d in (tmp_path / "sweep").iterdir() if d.name.isdigit()) == ["0", "1"]
+    submitted = list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))
+    assert len(submitted) == (2 if launcher == "submitit_local" else 0)
 
 
 def test_the_plugin_needs_no_lcab_import():

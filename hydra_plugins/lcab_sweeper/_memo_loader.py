@@ -98,13 +98,15 @@ class MemoisedLoader(ConfigLoader):
         config_name = master_config.hydra.job.config_name
         hydra_overrides = tuple(OmegaConf.to_container(master_config.hydra.overrides.hydra))
         parsed = OverridesParser.create().parse_overrides(sweep_overrides)
-        plain = [self._plain_value(o, config_name, hydra_overrides) for o in parsed]
+        # Groups as this job sees them (its own hydra.* overrides may move the search path too).
+        search = (*hydra_overrides, *(str(o.input_line) for o in parsed if o.is_hydra_override()))
+        plain = [self._plain_value(o, config_name, search) for o in parsed]
         values = [o for o, p in zip(parsed, plain) if p]
         rest = [o for o, p in zip(parsed, plain) if not p]
         # Next to the values only group choices and hydra.* keys: any other edit of the task's
         # config (~key, +key, key={...}) must keep its order among the values, Hydra's path.
         if not values or not all(
-            o.is_hydra_override() or self._group_choice(o, config_name, hydra_overrides) for o in rest
+            o.is_hydra_override() or self._group_choice(o, config_name, search) for o in rest
         ):
             return None
         return self._with_values(master_config, parsed, rest, values, (config_name, hydra_overrides))
@@ -126,7 +128,7 @@ class MemoisedLoader(ConfigLoader):
             OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
         # What Hydra records about the job's overrides, as its own composition would.
         task = [o for o in parsed if not o.is_hydra_override()]
-        _unused2 = [o.input_line for o in task]
+        cfg.hydra.overrides.task = [o.input_line for o in task]
         dirname = cfg.hydra.job.config.override_dirname
         cfg.hydra.job.override_dirname = overrides_dirname(
             task, list(dirname.exclude_keys), dirname.item_sep, dirname.kv_sep

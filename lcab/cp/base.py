@@ -7,6 +7,9 @@ A strategy (one module of lcab.cp.strategies, found by lcab.cp.registry)
   process_groups(topo, source, device) -> the cell's groups by name (collective)
   attention(q, k, v, plan, ctx) -> out  differentiable; talks only through ctx.comm / ctx.groups
   emulated_step(plan, glob, mode), comm_bytes(plan, shape, mode)   cp.emulate on one device
+and, with defaults every sharded strategy shares (the identity strategy `none` overrides them):
+  shard, footprint / mask_footprint (memory before the mask / with it), local_inputs, gather,
+  step_fn (the (q, k, v) -> (out, lse) function the harness times and verifies)
 Ranks sit on a 2-D mesh (ring x ulysses); with cp.ulysses_intra_node (default) the Ulysses
 groups are consecutive ranks (rank = ring_index * U + u), so the all-to-all stays on NVLink.
 """
@@ -21,10 +24,12 @@ import torch
 from lcab.config import ConfigError
 from lcab.cp.comm import Comm
 from lcab.cp.groups import cell_groups
-from lcab.cp.sharding import Shard
+from lcab.cp.sharding import Shard, make_shard
 from lcab.cp.timer import ComputeTimer
+from lcab.cp.tokens import gather_global, local_inputs
+from lcab.harness import memory
 from lcab.harness.inputs import StepInputs
-from lcab.kernels.base import Kernel, ShapeSpec, Unsupported
+from lcab.kernels.base import AttnFn, Kernel, ShapeSpec, Unsupported
 from lcab.masks.forms import full_or_causal
 from lcab.masks.slices import AttnMask
 
@@ -115,10 +120,44 @@ class Strategy:
             )
         return replace(deg, kv_replicas=check_heads(deg.ulysses, shape))
 
+    def shard(self, cp: dict, mask: AttnMask, world: int) -> Shard:
+        """How the sequence is cut over the ranks (cp.shard)."""
+        return make_shard(cp["shard"], mask, world)
+
+    def footprint(self, shape: ShapeSpec, seqlen: int, mode: str, world: int, extra: int) -> memory.Footprint:
+        """What one rank needs before the mask exists: its share of the step's tensors and the
+        global mask's rows (`extra`, the L2 flush buffer, is left to the timing)."""
+        local = -(-seqlen // world)
+        return memory.Footprint(
+            tensors=memory.step_tensors(shape, local, local, mode), mask=memory.mask_rows(None, seqlen)
+        )
+
+    def mask_footprint(
+        self, kernel: Kernel, mask: AttnMask, shape: ShapeSpec, mode: str, verify: bool, extra: int
+    ) -> memory.Footprint | None:
+        """What one rank needs once the mask exists; None: nothing more is checked."""
+        return None
+
     def plan(
         self, mask: AttnMask, shard: Shard, topo: Topology, kernel: Kernel, shape: ShapeSpec
     ) -> RankPlan:
         raise NotImplementedError
+
+    def local_inputs(self, glob: StepInputs, plan: RankPlan) -> StepInputs:
+        """This rank's share of the global inputs, as fresh leaves."""
+        return local_inputs(glob, plan.shard, plan.topo.rank)
+
+    def gather(self, got: dict[str, torch.Tensor], plan: RankPlan) -> dict | None:
+        """Every rank's outputs in global token order on rank 0, None elsewhere (collective)."""
+        return gather_global(got, plan.shard, plan.shard.seqlen)
+
+    def step_fn(self, plan: RankPlan, ctx: RunCtx) -> AttnFn:
+        """The (q, k, v) -> (out, lse) function of this rank that the harness times and verifies."""
+
+        def fn(q, k, v):
+            return self.attention(q, k, v, plan, ctx), None
+
+        return fn
 
     def attention(self, q, k, v, plan: RankPlan, ctx: RunCtx) -> torch.Tensor:
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """Numerics of a CP strategy against the single-process fp64 reference, inside a live process
-group: one forward + backward, every rank's output and gradients gathered to rank 0 and judged
-by lcab.harness.verify's rule. Used by the tests (many cases in one pool) and handy by hand.
+group: one forward + backward through the cell pipeline (lcab.pipeline), every rank's output and
+gradients gathered to rank 0 and judged by lcab.harness.verify's rule. Used by the tests (many
+cases in one pool) and handy by hand.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 import lcab
-from lcab.cp.execute_cp import gather_global, local_inputs, open_cell, prepare
-from lcab.harness.inputs import inputs_for
-from lcab.harness.verify import compare, kernel_outputs, reference
+from lcab.pipeline.measure import cell_inputs, check_numerics
+from lcab.pipeline.prepare import open_cell, prepare
 from lcab.plan import Cell
 
 
@@ -44,7 +44,7 @@ def case_config(
     mode: str = "fwd_bwd",
     **cp_opts,
 ) -> dict:
-    """A resolved cell config (the subset execute_cp reads) for one CP case."""
+    """A resolved cell config (the subset the cell pipeline reads) for one CP case."""
     mask_cfg = {"name": mask, "seed": 0, "window": 17, "sparse_block": 16, "density": 0.5, "block": 16}
     cp_cfg = {
         "name": cp,
@@ -88,28 +88,16 @@ def check_case(config: dict) -> dict | None:
     """Run on every rank; rank 0 gets {passed, ratios, errors, calls (per rank), ...}."""
     cell = Cell(config, "selfcheck")
     device = torch.device(config["bench"]["device"])
-    rank = dist.get_rank()
-    prep = prepare(cell, device, rank, dist.get_world_size())
+    prep = prepare(cell, device, dist.get_rank(), dist.get_world_size())
     run = open_cell(prep, config["cp"], device)
-    s = prep.shape
-    glob = inputs_for(s, prep.mask, config["bench"]["seed"])
-    inputs = local_inputs(glob, prep.shard, rank)
-
-    def fn(q, k, v):
-        return prep.strategy.attention(q, k, v, prep.plan, run), None
-
-    backward = config["bench"]["mode"] != "fwd"
+    glob, inputs = cell_inputs(prep, config["bench"]["seed"])
+    fn = prep.strategy.step_fn(prep.plan, run)
     run.comm.stats.reset()
-    got = kernel_outputs(fn, inputs, backward)
+    v = check_numerics(fn, inputs, glob, prep, config["bench"]["mode"] != "fwd")
     calls = [None] * dist.get_world_size()
-    dist.all_gather_object(calls, dict(run.comm.stats.calls))
-    full = gather_global(got, prep.shard, prep.mask.seqlen_q)
-    if full is None:
+    dist.all_gather_object(calls, dict(run.comm.stats.calls))  # the gather to rank 0 is not counted
+    if v is None:
         return None
-    dense = prep.mask.dense(device)
-    ref64 = reference(glob, dense, torch.float64, backward)
-    lowp = reference(glob, dense, s.dtype, backward) if s.dtype != torch.float64 else ref64
-    v = compare(full, ref64, lowp, s.dtype)
     return {
         "passed": v.passed,
         "failures": v.failures(),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from lcab.cp.submask import Run, submask
-from lcab.kernels.base import Kernel, ShapeSpec, StepFns, Unsupported
+from lcab.kernels.base import Kernel, ShapeSpec, StepFns, Unsupported, no_steps
 from lcab.masks.slices import AttnMask
 
 
@@ -27,6 +27,8 @@ class StepCache:
     """step_fns per distinct sub-mask (full and causal tiles repeat across steps and ranks)."""
 
     def __init__(self, kernel: Kernel, shape: ShapeSpec) -> None:
+        if not kernel.has_steps(shape.device.type):  # from its capabilities, before any step
+            raise Unsupported(no_steps(kernel, shape.device.type))
         self.kernel, self.shape, self.fns = kernel, shape, {}
         self.forms: set[str] = set()
 

@@ -13,7 +13,7 @@ The estimate of one cell is
 The factors below are measured peaks (resident set, torch 2.13 CPU, S = 2K..3K, fp32) with a
 margin, and tests/test_feasibility.py measures real cells against the estimate. So `oom` from
 here means "would not fit"; a cell that passes can still fail to allocate (fragmentation,
-other processes growing) and is then recorded as oom by lcab.execute.classify.
+other processes growing) and is then recorded as oom by lcab.results.outcome.classify.
 """
 
 from __future__ import annotations

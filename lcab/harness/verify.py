@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import torch
 
 from lcab.harness.inputs import StepInputs
+from lcab.harness.reference import eager_attention
 from lcab.harness.step import grads, run_forward
 from lcab.kernels.base import AttnFn
-from lcab.kernels.torch_eager import eager_attention
 
 FWD_FACTOR = 2.0
 BWD_FACTOR = 3.0
@@ -96,9 +96,15 @@ def compare(
     return v
 
 
-def verify(fn: AttnFn, inputs: StepInputs, dense: torch.Tensor, backward: bool) -> Verdict:
+def against_reference(
+    got: dict[str, torch.Tensor], inputs: StepInputs, dense: torch.Tensor, backward: bool
+) -> Verdict:
+    """Outputs (and gradients) of the global `inputs` judged against the fp64 reference."""
     dtype = inputs.q.dtype
-    got = kernel_outputs(fn, inputs, backward)
     ref64 = reference(inputs, dense, torch.float64, backward)
     lowp = reference(inputs, dense, dtype, backward) if dtype != torch.float64 else ref64
     return compare(got, ref64, lowp, dtype)
+
+
+def verify(fn: AttnFn, inputs: StepInputs, dense: torch.Tensor, backward: bool) -> Verdict:
+    return against_reference(kernel_outputs(fn, inputs, backward), inputs, dense, backward)

@@ -1,4 +1,4 @@
-"""The kernel adapter contract and the registry.
+"""The kernel adapter contract (the registry is lcab.kernels.registry).
 
 Layout everywhere in lcab: q [B, S, Hq, D], k and v [B, S, Hkv, D] (Hq % Hkv == 0, GQA),
 out [B, S, Hq, D], lse [B, Hq, S] float32, natural log, softmax scale 1/sqrt(D).
@@ -8,14 +8,13 @@ never substitutes another mask or another kernel.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from lcab.errors import Unavailable, Unsupported  # noqa: F401  (re-exported for the adapters)
 from lcab.masks.slices import AttnMask
 
 AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -26,25 +25,29 @@ StepFwd = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tenso
 StepBwd = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-class Unsupported(Exception):
-    """This kernel cannot express this mask / shape / dtype; the message says why."""
-
-
-class Unavailable(Exception):
-    """The kernel's package or device support is missing; the message says what."""
-
-
 @dataclass(frozen=True)
 class Capabilities:
+    """What the pipeline reads before it prepares anything: `available` (devices), `check`
+    (dtypes), `has_backward` (backward, backward_devices), `has_steps` (steps: whether a CP
+    strategy that merges per-step LSEs can use the kernel) and, for adapters whose mask form
+    is a choice, the form (sdpa: "dense" in mask_forms or not)."""
+
     devices: tuple[str, ...]  # "cpu", "cuda"
     dtypes: tuple[str, ...]  # short names: bf16, fp16, fp32, fp64
     # How masks reach the kernel, e.g. ("dense",) or ("causal_flag", "varlen", "window").
     mask_forms: tuple[str, ...]
-    gqa: bool  # takes Hkv < Hq without replicating K/V
     backward: bool
-    returns_lse: bool
     # Where the backward exists when that is narrower than `devices` (flex: CUDA only); None: all.
     backward_devices: tuple[str, ...] | None = None
+    # Devices with CP step functions (step_fns: a forward that returns the LSE, a backward from
+    # the global out/lse), which the tiled-LSE strategies (ring, ring_allgather, usp) need.
+    steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """A kernel's own options from the kernel config; an adapter with options subclasses this
+    (flex: FlexOptions). Keys of the config that are not fields here are not this kernel's."""
 
 
 @dataclass(frozen=True)
@@ -60,23 +63,19 @@ class ShapeSpec:
 
 
 class Kernel:
-    """Base adapter. Subclasses set name/capabilities/packages and implement prepare()."""
+    """Base adapter. Subclasses set name/capabilities/packages and implement prepare().
+
+    An adapter is made per cell (lcab.kernels.registry.create) with its typed options and is
+    not changed afterwards; process-wide caches of built artefacts live in the adapter module."""
 
     name: str = ""
     capabilities: Capabilities
     packages: tuple[str, ...] = ()  # distributions whose versions go into the record
     summary: str = ""
+    Options: type[KernelOptions] = KernelOptions
 
-    def configure(self, **options: object) -> Kernel:
-        """Kernel-specific knobs from KernelConfig (e.g. block_size, compile); unknown keys are kept.
-
-        Registered kernels are shared instances: the harness configures one before prepare().
-        """
-        self.options = dict(options)
-        return self
-
-    def option(self, key: str, default: object = None) -> object:
-        return getattr(self, "options", {}).get(key, default)
+    def __init__(self, options: KernelOptions | None = None) -> None:
+        self.options = options if options is not None else self.Options()
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         if device.type not in self.capabilities.devices:
@@ -87,6 +86,10 @@ class Kernel:
         """Whether a backward runs on this device type: decided before any forward is computed."""
         c = self.capabilities
         return c.backward and (c.backward_devices is None or device_type in c.backward_devices)
+
+    def has_steps(self, device_type: str) -> bool:
+        """Whether step_fns exist on this device type: decided before any plan is built."""
+        return device_type in self.capabilities.steps
 
     def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
         """Peak bytes one step of `mode` allocates beyond q, k, v, dout, out and the gradients
@@ -110,9 +113,9 @@ class Kernel:
         raise NotImplementedError
 
     def step_fns(self, mask: AttnMask, shape: ShapeSpec) -> StepFns:
-        """Per-step (fwd, bwd) for CP strategies; kernels that return an LSE and expose a step
-        backward override this. Rows of `mask` with no visible key must give out 0, lse -inf."""
-        raise Unsupported(f"{self.name} returns no LSE / has no step backward (needed under CP)")
+        """Per-step (fwd, bwd) for CP strategies; kernels that declare `steps` override this.
+        Rows of `mask` with no visible key must give out 0, lse -inf."""
+        raise Unsupported(no_steps(self, shape.device.type))
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -133,32 +136,14 @@ class StepFns:
 
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
 
-_KERNELS: dict[str, Kernel] = {}
 
-
-def register(cls: type[Kernel]) -> type[Kernel]:
-    _KERNELS[cls.name] = cls()
-    return cls
-
-
-def _load() -> None:
-    from lcab import kernels
-
-    for mod in pkgutil.iter_modules(kernels.__path__):
-        if mod.name not in ("base", "__init__"):
-            importlib.import_module(f"{kernels.__name__}.{mod.name}")
-
-
-def get(name: str) -> Kernel:
-    _load()
-    if name not in _KERNELS:
-        raise KeyError(f"unknown kernel '{name}'; known: {', '.join(sorted(_KERNELS))}")
-    return _KERNELS[name]
-
-
-def names() -> list[str]:
-    _load()
-    return sorted(_KERNELS)
+def no_steps(kernel: Kernel, device_type: str) -> str:
+    """Why a kernel cannot serve a strategy that merges per-step LSEs, from its capabilities."""
+    where = f" on {device_type}" if kernel.capabilities.steps else ""
+    return (
+        f"{kernel.name} has no CP step functions{where} (a forward that returns the LSE and a "
+        "backward from the global out/lse)"
+    )
 
 
 def scale(head_dim: int) -> float:

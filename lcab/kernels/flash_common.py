@@ -26,9 +26,8 @@ FLASH_CAPABILITIES = Capabilities(
     devices=("cuda",),
     dtypes=("bf16", "fp16"),
     mask_forms=("causal_flag", "window", "varlen"),
-    gqa=True,
     backward=True,
-    returns_lse=True,
+    steps=(),  # flash-attn's backward takes its own softmax_lse, not a global one
 )
 
 

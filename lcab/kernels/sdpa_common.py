@@ -25,7 +25,6 @@ def pinned(backends: list[SDPBackend] | None):
 
 class SdpaKernel(Kernel):
     backend: SDPBackend | None = None  # None = let SDPA choose (the `sdpa` kernel)
-    takes_dense_mask: bool = True
     packages = ("torch",)
 
     def form(self, mask: AttnMask) -> str:
@@ -36,7 +35,7 @@ class SdpaKernel(Kernel):
             return "none"
         if is_causal(mask):
             return "is_causal"
-        if self.takes_dense_mask:
+        if "dense" in self.capabilities.mask_forms:  # the backend takes an attn_mask
             return "dense"
         raise Unsupported(f"{self.name} cannot express {mask.name}: backend takes only full or causal")
 
@@ -101,7 +100,13 @@ class SdpaKernel(Kernel):
 def sdpa_capabilities(devices: tuple[str, ...], dtypes: tuple[str, ...], dense: bool) -> Capabilities:
     forms = ("none", "is_causal", "dense") if dense else ("none", "is_causal")
     return Capabilities(
-        devices=devices, dtypes=dtypes, mask_forms=forms, gqa=True, backward=True, returns_lse=False
+        # The private aten ops behind every SDPA backend return the LSE (below): steps wherever
+        # the kernel runs.
+        devices=devices,
+        dtypes=dtypes,
+        mask_forms=forms,
+        backward=True,
+        steps=devices,
     )
 
 
@@ -158,7 +163,7 @@ def sdpa_step_fns(kernel: SdpaKernel, mask: AttnMask, shape: ShapeSpec) -> StepF
         return eager_step_fns(mask, shape, form="dense (math formula)")
     square = mask.seqlen_q == mask.seqlen_k
     full, causal = is_full(mask), square and is_causal(mask)
-    dense_ok = kernel.takes_dense_mask or (dev == "cpu" and backend is None)
+    dense_ok = "dense" in kernel.capabilities.mask_forms or (dev == "cpu" and backend is None)
     if not (full or causal or dense_ok):
         raise Unsupported(f"{kernel.name} cannot express a CP step mask that is neither full nor causal")
     sc = scale(shape.head_dim)

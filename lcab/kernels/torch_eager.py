@@ -1,64 +1,13 @@
-"""`torch`: eager QK^T -> masked softmax -> PV with a dense boolean mask. Also lcab's reference."""
+"""Eager QK^T -> masked softmax -> PV with a dense boolean mask: lcab's reference (harness.reference),
+the `torch` kernel (adapters/torch.py) and the exact per-step formula of CP steps."""
 
 from __future__ import annotations
 
 import torch
 
-from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, StepFns, register, scale
+from lcab.harness.reference import eager_attention  # noqa: F401  (the reference, re-exported)
+from lcab.kernels.base import ShapeSpec, StepFns, scale
 from lcab.masks.slices import AttnMask
-
-
-def eager_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference attention in the inputs' dtype. Rows with no visible key give out = 0, lse = -inf."""
-    hq, hkv = q.shape[2], k.shape[2]
-    if hq != hkv:  # GQA: query head h reads kv head h // (hq // hkv)
-        k = k.repeat_interleave(hq // hkv, dim=2)
-        v = v.repeat_interleave(hq // hkv, dim=2)
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, S, D]
-    s = torch.matmul(qh, kh.transpose(-1, -2)) * scale(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
-    lse = torch.logsumexp(s.float() if s.dtype in (torch.bfloat16, torch.float16) else s, dim=-1)
-    finite = torch.isfinite(lse)
-    p = torch.exp(s - torch.where(finite, lse, 0).to(s.dtype)[..., None])
-    if mask is not None:
-        p = torch.where(mask, p, 0)
-    out = torch.matmul(p.to(vh.dtype), vh).transpose(1, 2)
-    return out, torch.where(finite, lse, float("-inf")).float()
-
-
-@register
-class TorchEager(Kernel):
-    name = "torch"
-    summary = "eager matmul + masked softmax (dense boolean mask); any mask"
-    capabilities = Capabilities(
-        devices=("cpu", "cuda"),
-        dtypes=("bf16", "fp16", "fp32", "fp64"),
-        mask_forms=("dense",),
-        gqa=False,  # replicates K/V heads
-        backward=True,
-        returns_lse=True,
-    )
-    packages = ("torch",)
-
-    def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
-        dense = mask.dense(shape.device)
-
-        def fn(q, k, v):
-            return eager_attention(q, k, v, dense)
-
-        fn.notes = {"mask_form": "dense"}  # every (q, k) pair is computed, masked or not
-        return fn
-
-    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
-        from lcab.harness import memory
-
-        return memory.materialised(mask, shape, mode, memory.EAGER)
-
-    def step_fns(self, mask: AttnMask, shape: ShapeSpec) -> StepFns:
-        return eager_step_fns(mask, shape)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -7,10 +7,10 @@ from lcab.results.schema import Result
 
 
 def run_cell(cell: Cell) -> Result:
-    if cell.config["world"] == 1 and cell.config["cp"]["name"] == "none":
-        from lcab.execute import execute
+    from lcab import pipeline
 
-        return execute(cell)
+    if pipeline.single_process(cell):  # cp=none at world 1, or cp.emulate=W
+        return pipeline.execute(cell)
     from lcab.launch.distributed import run_distributed
 
     return run_distributed(cell)

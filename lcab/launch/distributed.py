@@ -1,6 +1,7 @@
 """Multi-process cells: inside a distributed job (torchrun / Slurm set RANK, WORLD_SIZE,
-MASTER_ADDR, MASTER_PORT) or as a local pool (cluster=local cluster.nproc=N); and the one-process
-emulation of a CP world (cp.emulate=W).
+MASTER_ADDR, MASTER_PORT) or as a local pool (cluster=local cluster.nproc=N). Every rank runs
+the cell pipeline (lcab.pipeline.execute_rank); what refuses a cell before its ranks start is
+the pipeline's too (lcab.pipeline.refusal).
 
 Inside a job the process group is created once per process and reused by every cell of a Hydra
 multirun; it is torn down (barrier + destroy) at exit.
@@ -16,6 +17,7 @@ import os
 import torch
 
 from lcab.plan import Cell
+from lcab.results.outcome import classify, now, result_row
 from lcab.results.schema import Result, Status
 
 COLLECTIVE_TIMEOUT_S = float(os.environ.get("LCAB_COLLECTIVE_TIMEOUT_S", "120"))
@@ -31,43 +33,18 @@ def _backend(cell: Cell) -> str:
     return "nccl" if cell.config["bench"]["device"] == "cuda" else "gloo"
 
 
-def _error(cell: Cell, status: str, reason: str) -> Result:
-    from lcab.execute import now
-    from lcab.results.env import environment
-
+def _error(cell: Cell, status: Status | str, reason: str) -> Result:
     dev = torch.device("cpu") if cell.config["bench"]["device"] == "cpu" else torch.device("cuda")
-    return Result(
-        cell_id=cell.cell_id,
-        status=status,
-        reason=reason,
-        config=cell.config,
-        env=environment(dev, {}),
-        started_at=now(),
-        finished_at=now(),
-    )
+    return result_row(cell, status, reason, device=dev, started_at=now())
 
 
 def run_distributed(cell: Cell) -> Result | None:
-    c = cell.config
-    cp = c["cp"]
-    if int(cp.get("emulate", 0) or 0) > 0:
-        from lcab.cp.emulate import emulate_cell
+    from lcab.pipeline import refusal
 
-        return emulate_cell(cell)
-    if cp["name"] == "none":
-        return _error(
-            cell,
-            Status.ERROR.value,
-            f"cp=none runs on one process; got world {c['world']} (use a cp strategy)",
-        )
-    # A missing kernel package is a fact of this machine whatever the world: say that first.
-    kernel_ok, why = _kernel_available(c)
-    if not kernel_ok:
-        return _error(cell, Status.UNAVAILABLE.value, why)
-    if c["world"] == 1:
-        return _error(
-            cell, Status.ERROR.value, f"{cp['name']} needs world > 1; set cluster.nproc or cp.emulate"
-        )
+    c = cell.config
+    refused = refusal(cell)
+    if refused is not None:
+        return _error(cell, *refused)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return _in_job(cell)
     if c["cluster"]["name"] != "local":
@@ -79,16 +56,6 @@ def run_distributed(cell: Cell) -> Result | None:
     return _local(cell)
 
 
-def _kernel_available(c: dict) -> tuple[bool, str]:
-    from lcab.kernels import base as kernels
-
-    try:
-        kernel = kernels.get(c["kernel"]["name"])
-    except KeyError:
-        return True, ""  # an unknown name is an error, recorded where the cell runs
-    return kernel.available(torch.device(c["bench"]["device"]))
-
-
 def _device_for_rank(cell: Cell, local_rank: int) -> torch.device:
     if cell.config["bench"]["device"] == "cuda":
         return torch.device("cuda", local_rank)
@@ -97,10 +64,10 @@ def _device_for_rank(cell: Cell, local_rank: int) -> torch.device:
 
 def run_on_this_rank(cell: Cell) -> Result | None:
     """The body every rank runs (a pool task, or directly inside a job)."""
-    from lcab.cp.execute_cp import run_rank
+    from lcab.pipeline import execute_rank
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    return run_rank(cell, _device_for_rank(cell, local))
+    return execute_rank(cell, _device_for_rank(cell, local))
 
 
 def _local(cell: Cell) -> Result:
@@ -164,8 +131,6 @@ def _teardown() -> None:
 
 
 def _in_job(cell: Cell) -> Result | None:
-    from lcab.execute import classify
-
     _ensure_group(cell)
     try:
         return run_on_this_rank(cell)

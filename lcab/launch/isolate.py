@@ -19,8 +19,8 @@ import os
 import signal
 from multiprocessing.connection import Connection
 
-from lcab.execute import now
 from lcab.plan import Cell
+from lcab.results.outcome import now, result_row
 from lcab.results.schema import Result, Status
 
 _START_LIMIT_S = 300.0  # interpreter + torch import in the child; generous for slow file systems
@@ -99,14 +99,7 @@ def run_with_timeout(cell: Cell, timeout_s: float | None) -> Result:
     started = now()
 
     def failed(status: Status, reason: str) -> Result:
-        return Result(
-            cell_id=cell.cell_id,
-            status=status.value,
-            reason=reason,
-            config=cell.config,
-            started_at=started,
-            finished_at=now(),
-        )
+        return result_row(cell, status, reason, started_at=started)
 
     try:
         if _child is None:

@@ -26,7 +26,7 @@ import torch
 
 from lcab.harness import memory
 from lcab.harness.flops import attention_flops
-from lcab.kernels.base import DTYPE_NAMES, ShapeSpec
+from lcab.harness.shape import shape_spec
 from lcab.plan import Cell
 
 STEP_LIMIT_S = 5.0
@@ -58,7 +58,5 @@ def in_child(cell: Cell) -> bool:
     device = torch.device(c["bench"]["device"])
     if device.type != "cpu":
         return False  # asking CUDA for its free memory would create a context in this process
-    s = c["shape"]
-    spec = ShapeSpec(s["batch"], s["heads_q"], s["heads_kv"], s["head_dim"], DTYPE_NAMES[s["dtype"]], device)
-    need = memory.before_mask(spec, c["seqlen"], c["bench"]["mode"]).total
+    need = memory.before_mask(shape_spec(c, device), c["seqlen"], c["bench"]["mode"]).total
     return need > MEMORY_SHARE * memory.free_memory(device).bytes

@@ -65,7 +65,7 @@ def _worker(rank, world, port, backend, device_type, timeout_s, tasks, results) 
     import torch
     import torch.distributed as dist
 
-    from lcab.execute import classify
+    from lcab.results.outcome import classify
 
     try:
         kwargs = {}

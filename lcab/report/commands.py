@@ -50,7 +50,9 @@ def _commands_for(cells: list[Cell]) -> list[list[str]]:
         # Values that move together: split on the key that gives the fewest commands.
         options = [
             list(
-                itertools.chain.from_iterable(_commands_for([c for c in cells if c[k] == v]) for v in values[k])
+                itertools.chain.from_iterable(
+                    _commands_for([c for c in cells if c[k] == v]) for v in values[k]
+                )
             )
             for k in varying
         ]

@@ -3,8 +3,9 @@
 Hydra 1.3 keeps a job's overrides, after the sweep is expanded (`seqlen=512`), in the job's
 `hydra.overrides.task`, and the `hydra.*` ones typed (a search path, a launcher) in
 `hydra.overrides.hydra`. The sweep's own task overrides (`-m seqlen=256,512 +experiment=...`)
-are in the multirun's config only, which Hydra's sweeper saves as <sweep dir>/multirun.yaml
-before it launches a job, so a job in another process (submitit on Slurm) reads them there too.
+are in the multirun's config only, which the sweeper (Hydra's basic one, and lcab's in
+hydra_plugins/lcab_sweeper) saves as <sweep dir>/multirun.yaml before it launches a job, so a job
+in another process (submitit on Slurm) reads them there too.
 """
 
 from __future__ import annotations

@@ -55,11 +55,14 @@ class Ulysses(Strategy):
         identity = bool(torch.equal(perm_g, torch.arange(shard.local_len * topo.deg.ulysses)))
         whole = [Run(0, mask.seqlen_q, 0)]
         steps, whole_fn, notes = (), None, {}
-        try:
+        if kernel.has_steps(ls.device.type):  # its capabilities say per-step calls exist
             cache = StepCache(kernel, ls)
-            steps = (Step(0, make_tiles(mask, whole, whole, cache)),)
-            notes["step_forms"] = sorted(cache.forms)
-        except Unsupported:
+            try:
+                steps = (Step(0, make_tiles(mask, whole, whole, cache)),)
+                notes["step_forms"] = sorted(cache.forms)
+            except Unsupported:  # no step form for this mask: the kernel runs it whole
+                steps = ()
+        if not steps:
             whole_fn = kernel.prepare(mask, ls)
             notes["ulysses_kernel_path"] = "prepare (compute time covers the forward only)"
         return UlyssesPlan(

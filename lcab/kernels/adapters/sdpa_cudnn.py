@@ -2,14 +2,11 @@
 
 from torch.nn.attention import SDPBackend
 
-from lcab.kernels.base import register
 from lcab.kernels.sdpa_common import SdpaKernel, sdpa_capabilities
 
 
-@register
 class SdpaCudnn(SdpaKernel):
     name = "sdpa_cudnn"
     summary = "sdpa pinned to the cuDNN backend"
     backend = SDPBackend.CUDNN_ATTENTION
-    takes_dense_mask = False
     capabilities = sdpa_capabilities(devices=("cuda",), dtypes=("bf16", "fp16"), dense=False)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from lcab.kernels.base import register
 from lcab.kernels.flash_common import FlashKernel
 
 
-@register
 class Flash3(FlashKernel):
     name = "flash3"
     summary = "FlashAttention-3 (Hopper): causal flag + window_size; documents through cu_seqlens (varlen)"

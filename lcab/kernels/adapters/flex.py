@@ -9,10 +9,11 @@ return the LSE, so CPU always runs uncompiled, and a backward through it raises 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 
-from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, Unsupported, register, scale
+from lcab.kernels.base import AttnFn, Capabilities, Kernel, KernelOptions, ShapeSpec, Unsupported, scale
 from lcab.masks.slices import AttnMask
 
 _COMPILED: dict[bool, object] = {}
@@ -65,7 +66,16 @@ class _ForwardOnly(torch.autograd.Function):
         raise Unsupported("flex has no backward on CPU (torch's FlexAttention is forward-only there)")
 
 
-@register
+@dataclass(frozen=True)
+class FlexOptions(KernelOptions):
+    block_size: int = 128  # BlockMask tile
+    compile: bool = True  # torch.compile on CUDA
+    dynamic: bool = False  # compile for symbolic sequence lengths (one compile per mask_mod)
+    # Which mask_mod form (lcab.masks.flex.FORMS); not a Hydra key: scripts/flex_mask_mod_check.py
+    # sets it to compare forms on one mask, sweeps take the default form for each mask (None).
+    mask_mod: str | None = None
+
+
 class Flex(Kernel):
     name = "flex"
     summary = "torch FlexAttention + BlockMask (compiled on CUDA; CPU: uncompiled, forward only)"
@@ -74,18 +84,19 @@ class Flex(Kernel):
         devices=("cpu", "cuda"),
         dtypes=("bf16", "fp16", "fp32"),
         mask_forms=("block_mask",),
-        gqa=True,
         backward=True,
         backward_devices=("cuda",),  # CPU: refused before any forward runs (and by _ForwardOnly)
-        returns_lse=True,
+        steps=(),  # flex has no backward from a given out/lse
     )
+    Options = FlexOptions
+    options: FlexOptions
 
     def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
         from lcab.harness import memory
         from lcab.masks.flex import mask_mod_kind
 
-        dense = (self.option("mask_mod") or mask_mod_kind(mask)) == "dense"
-        if not (bool(self.option("compile", True)) and shape.device.type == "cuda"):
+        dense = (self.options.mask_mod or mask_mod_kind(mask)) == "dense"
+        if not (self.options.compile and shape.device.type == "cuda"):
             return memory.materialised(mask, shape, mode, memory.FLEX_UNFUSED)  # the unfused path
         tiles = -(-mask.seqlen_q // 128) * -(-mask.seqlen_k // 128) * 16  # BlockMask tables
         extra = memory.dense_mask(mask.seqlen_q, mask.seqlen_k) if dense else 0
@@ -97,13 +108,11 @@ class Flex(Kernel):
         from lcab.masks.flex import block_mask, mask_mod_kind
 
         device = torch.device(shape.device)
-        block = int(self.option("block_size", 128))
-        compiled = bool(self.option("compile", True)) and device.type == "cuda"
-        # Which mask_mod form (lcab.masks.flex.FORMS); not a Hydra key: scripts/flex_mask_mod_check.py
-        # sets it to compare forms on one mask, sweeps take the default form for each mask.
-        form = self.option("mask_mod") or mask_mod_kind(mask)
+        block = int(self.options.block_size)
+        compiled = bool(self.options.compile) and device.type == "cuda"
+        form = self.options.mask_mod or mask_mod_kind(mask)
         bm = block_mask(mask, block, device, form)
-        dynamic = bool(self.option("dynamic", False))
+        dynamic = bool(self.options.dynamic)
         attend = _compiled_flex(dynamic) if compiled else flex_attention
         gqa = shape.heads_q != shape.heads_kv
         sm_scale = scale(shape.head_dim)

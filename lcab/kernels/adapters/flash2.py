@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from lcab.kernels.base import register
 from lcab.kernels.flash_common import FlashKernel
 
 
-@register
 class Flash2(FlashKernel):
     name = "flash2"
     summary = "FlashAttention-2: causal flag + window_size; documents through cu_seqlens (varlen)"

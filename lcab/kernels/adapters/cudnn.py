@@ -26,7 +26,6 @@ from lcab.kernels.base import (
     StepFns,
     Unavailable,
     Unsupported,
-    register,
     scale,
 )
 from lcab.kernels.sdpa_common import _empty_rows, _finite, _fix_empty
@@ -50,6 +49,13 @@ from lcab.masks.slices import AttnMask
 
 def _cudnn():
     return importlib.import_module("cudnn")
+
+
+# Per process, shared by every cell's adapter: one cuDNN handle per device, and step graphs by
+# structure (ragged sequence count, longest sequences, band, shape): the offsets and seq_len
+# tensors differ per sub-mask but are inputs at execution time, so cells reuse the graphs.
+_HANDLES: dict[int, object] = {}
+_STEP_GRAPHS: dict[tuple, _Graphs | Unsupported] = {}
 
 
 class _Graphs:
@@ -308,7 +314,6 @@ class _CudnnAttention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-@register
 class Cudnn(Kernel):
     name = "cudnn"
     summary = "cuDNN fused attention (frontend graph API): diagonal band + ragged THD documents"
@@ -317,16 +322,9 @@ class Cudnn(Kernel):
         devices=("cuda",),
         dtypes=("bf16", "fp16"),
         mask_forms=("diagonal_band", "ragged_thd"),
-        gqa=True,
         backward=True,
-        returns_lse=True,
+        steps=("cuda",),
     )
-
-    def __init__(self) -> None:
-        self._handles: dict[int, object] = {}
-        # Step graphs by structure (ragged sequence count, longest sequences, band, shape): the
-        # offsets and seq_len tensors differ per sub-mask but are inputs at execution time.
-        self._step_graphs: dict[tuple, _Graphs | Unsupported] = {}
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         device = torch.device(device)
@@ -356,10 +354,10 @@ class Cudnn(Kernel):
     def _handle(self, cudnn, shape: ShapeSpec):
         device = torch.device(shape.device)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        if index not in self._handles:
+        if index not in _HANDLES:
             with torch.cuda.device(index):
-                self._handles[index] = cudnn.create_handle()
-        return self._handles[index]
+                _HANDLES[index] = cudnn.create_handle()
+        return _HANDLES[index]
 
     def _cudnn_for(self, shape: ShapeSpec):
         ok, why = self.available(shape.device)
@@ -402,16 +400,16 @@ class Cudnn(Kernel):
         n = (len(layout.q_lens), max(layout.q_lens), max(layout.k_lens)) if layout.ragged else ()
         band = (layout.left_bound, layout.right_bound, layout.bottom_right)
         key = (layout.ragged, n, layout.seqlen_q, layout.seqlen_k, band, shape)
-        if key not in self._step_graphs:
+        if key not in _STEP_GRAPHS:
             label = f"{self.name} cannot express CP step {mask.name} as {layout.describe()}"
             try:
                 g = _Graphs(cudnn, label, layout, shape, self._handle(cudnn, shape), rag, persistent=False)
                 if g.bwd_error:  # a step needs both; Unsupported lets make_tiles cut it smaller
                     raise Unsupported(g.bwd_error)
-                self._step_graphs[key] = g
+                _STEP_GRAPHS[key] = g
             except Unsupported as e:
-                self._step_graphs[key] = e
-        got = self._step_graphs[key]
+                _STEP_GRAPHS[key] = e
+        got = _STEP_GRAPHS[key]
         if isinstance(got, Unsupported):
             raise Unsupported(str(got))
         return got
