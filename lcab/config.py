@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 from hydra.core.config_store import ConfigStore
 
@@ -18,12 +18,22 @@ from lcab.errors import SCHEMA_SUFFIX, ConfigError  # ConfigError: also re-expor
 
 @dataclass
 class KernelConfig:
+    """A kernel option with no options of its own (kernel/<name>.yaml: `- kernel_schema`)."""
+
     name: str = "sdpa"
-    # FlexAttention: BlockMask tile, whether to torch.compile the kernel, and whether the compile
-    # is for symbolic sequence lengths (one compile per mask pattern instead of per pattern x seqlen).
+
+
+@dataclass
+class FlexConfig(KernelConfig):
+    """kernel=flex (`- flex_schema`): BlockMask tile, whether to torch.compile the kernel,
+    whether the compile is for symbolic sequence lengths (one compile per mask pattern instead of
+    per pattern x seqlen), and the mask_mod form (lcab.masks.flex.FORMS; null = the mask's own)."""
+
+    name: str = "flex"
     block_size: int = 128
     compile: bool = True
     dynamic: bool = False
+    mask_mod: str | None = None
 
 
 @dataclass
@@ -214,6 +224,15 @@ def _seed(key: str, value: int) -> None:
     _require(0 <= value < SEED_LIMIT, f"{key} must be in [0, 2^63), got {value}")
 
 
+def check_kernel(cfg: KernelConfig) -> None:
+    if "block_size" in cfg:  # the options of kernel=flex (FlexConfig)
+        _at_least("kernel.block_size", cfg.block_size, 1)
+    if cfg.get("mask_mod") is not None:
+        from lcab.masks.flex import FORMS  # lazy: the masks package imports this module
+
+        _one_of("kernel.mask_mod", cfg.mask_mod, tuple(FORMS))
+
+
 def check_bench(cfg: BenchConfig) -> None:
     _one_of("bench.mode", cfg.mode, BENCH_MODES)
     if cfg.iters < 1 or cfg.warmup < 0:
@@ -265,7 +284,7 @@ def check_logger(cfg: LoggerConfig) -> None:
 
 def check_values(cfg: Config) -> None:
     """Values that type-check but make no sense; one line naming the first one found."""
-    _at_least("kernel.block_size", cfg.kernel.block_size, 1)
+    check_kernel(cfg.kernel)
     check_bench(cfg.bench)
     check_mask(cfg.mask)
     check_cp(cfg.cp)
@@ -280,7 +299,7 @@ def check_choices(choices: Mapping[str, str | None], options: Callable[[str], li
         return  # composed outside a Hydra app: nothing recorded to check
     for group in GROUPS:
         picked = choices.get(group)
-        if picked and picked != f"{group}{SCHEMA_SUFFIX}":
+        if picked and not picked.endswith(SCHEMA_SUFFIX):
             continue
         listed = ", ".join(o for o in options(group) if not o.endswith(SCHEMA_SUFFIX))  # slow: errors only
         if not picked:  # kernel=[sdpa,flex] merges two files into one; ~kernel leaves the schema
@@ -301,8 +320,40 @@ GROUPS = {
 }
 
 
+def schema_defaults() -> dict[str, dict[str, object]]:
+    """Each group's field defaults (top level under ""): what an undeclared field is compared to
+    when it is left out of a cell's identity (lcab/identity.py)."""
+    out: dict[str, dict[str, object]] = {"": _defaults(Config)}
+    for group in GROUPS:
+        out[group] = {k: v for node in group_schemas(group) for k, v in _defaults(node).items()}
+    return out
+
+
+def _defaults(node: type) -> dict[str, object]:
+    out = {}
+    for f in fields(node):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+# Schemas of options with fields of their own: <group>/<option>_schema (the option's YAML names it
+# in its defaults list, so its keys are checked against it and no other option's).
+OPTION_SCHEMAS: dict[str, dict[str, type]] = {"kernel": {"flex": FlexConfig}}
+
+
+def group_schemas(group: str) -> list[type]:
+    """The group's base schema and its option schemas."""
+    return [GROUPS[group], *OPTION_SCHEMAS.get(group, {}).values()]
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="lcab_schema", node=Config)
     for group, node in GROUPS.items():
         cs.store(group=group, name=f"{group}{SCHEMA_SUFFIX}", node=node)
+    for group, options in OPTION_SCHEMAS.items():
+        for option, node in options.items():
+            cs.store(group=group, name=f"{option}{SCHEMA_SUFFIX}", node=node)

@@ -102,7 +102,17 @@ def one_line(exc: BaseException, overrides: list[str] | None = None) -> tuple[st
     if _from_hydra(exc.__traceback__):  # e.g. `bench=42`: ValueError from Hydra's defaults list
         culprit = _group_value_override(overrides or [])
         return (f"{culprit}: " if culprit else "") + _first(str(exc)), CONFIG_ERROR
+    if type(exc).__name__ == "UncompletedJobError":
+        return _job_line(str(exc)), FAILED
     return f"{type(exc).__name__}: {_first(str(exc))}{_where(exc)} ({FULL_ERROR}=1 for the traceback)", FAILED
+
+
+def _job_line(text: str) -> str:
+    """submitit's failed-job message: which job and task, its Slurm state (on its second line),
+    and srun's own words about the task that died (from the log excerpt it appends)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    said = [ln for ln in lines[2:] if ln.startswith("srun:") and ("error" in ln or "Killed" in ln)]
+    return " ".join([*lines[:2], *said[:2]])
 
 
 def _group_value_override(overrides: list[str]) -> str:

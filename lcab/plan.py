@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -18,14 +16,10 @@ from lcab.config import (
     check_values,
     resolve_seqlen,
     resolve_shape,
+    schema_defaults,
 )
 from lcab.errors import omegaconf_line
-
-# Keys that say how or where a cell runs or is logged, not what is measured.
-_NOT_IDENTITY = ("logger", "store", "resume", "rerun_failed", "cluster")
-# Switches that add a measurement after the timed calls without changing them: a store made
-# before the switch existed still resumes.
-_NOT_IDENTITY_IN = {"cp": ("busbw",)}
+from lcab.identity import cell_id
 
 
 @dataclass(frozen=True)
@@ -102,12 +96,7 @@ def _plan_cell(cfg: DictConfig) -> Cell:
     resolved["shape"] = asdict(shape)
     resolved["bench"]["device"] = device
     resolved["world"] = world_size(cfg)
-    identity = {k: v for k, v in resolved.items() if k not in _NOT_IDENTITY}
-    for group, keys in _NOT_IDENTITY_IN.items():
-        if isinstance(identity.get(group), dict):
-            identity[group] = {k: v for k, v in identity[group].items() if k not in keys}
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Cell(config=resolved, cell_id=digest)
+    return Cell(config=resolved, cell_id=cell_id(resolved, schema_defaults()))
 
 
 def preflight(cell: Cell) -> None:
