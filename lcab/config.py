@@ -339,9 +339,49 @@ def _defaults(node: type) -> dict[str, object]:
     return out
 
 
+@dataclass(frozen=True)
+class CellSpec:
+    """A planned cell's config as the schemas' dataclasses (lcab.plan.Cell.spec): the defaults
+    live in the schemas, not restated by each reader with `.get(key, default)`."""
+
+    kernel: KernelConfig  # the option's own schema: FlexConfig for kernel=flex
+    cp: CPConfig
+    mask: MaskConfig
+    shape: ResolvedShape
+    bench: BenchConfig  # device resolved: cpu | cuda
+    cluster: ClusterConfig
+    logger: LoggerConfig
+    seqlen: int
+    world: int
+
+
+def typed(group: str, values: Mapping):
+    """One group's values as its option's schema: keys it lacks are left out, defaults filled."""
+    node = schema_for(group, values.get("name"))
+    names = {f.name for f in fields(node)}
+    return node(**{k: v for k, v in values.items() if k in names})
+
+
+def cell_spec(config: Mapping) -> CellSpec:
+    """The typed view of a resolved config dict; a key its schema lacks (a field of another era or
+    option, in a stored row) is left out, a key it has not gets the schema's default."""
+
+    return CellSpec(
+        **{g: typed(g, config.get(g, {})) for g in GROUPS if g != "shape"},
+        shape=ResolvedShape(**config["shape"]),
+        seqlen=int(config["seqlen"]),
+        world=int(config.get("world", 1)),
+    )
+
+
 # Schemas of options with fields of their own: <group>/<option>_schema (the option's YAML names it
 # in its defaults list, so its keys are checked against it and no other option's).
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {"kernel": {"flex": FlexConfig}}
+
+
+def schema_for(group: str, option: str | None) -> type:
+    """The schema of one option of a group (its own, else the group's)."""
+    return OPTION_SCHEMAS.get(group, {}).get(option or "", GROUPS[group])
 
 
 def group_schemas(group: str) -> list[type]:

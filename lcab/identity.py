@@ -65,7 +65,9 @@ V1: dict[str, dict[str, object]] = {
 
 # component -> {field: its default when it was added}; hashed only when set to another value.
 # Add a field here when it changes what is measured; never change a default recorded here.
-LATER: dict[str, dict[str, object]] = {}
+LATER: dict[str, dict[str, object]] = {
+    "kernel": {"mask_mod": None},  # flex: null = the mask's own form (what v1 cells measured)
+}
 
 # How or where a cell runs or is logged, not what it measures. Top-level keys under "".
 NOT_MEASURED: dict[str, tuple[str, ...]] = {

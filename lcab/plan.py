@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -11,7 +12,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lcab.config import (
     DTYPES,
+    CellSpec,
     ConfigError,
+    cell_spec,
     check_choices,
     check_values,
     resolve_seqlen,
@@ -26,6 +29,11 @@ from lcab.identity import cell_id
 class Cell:
     config: dict  # resolved: seqlen is an int, shape concrete, device concrete, world set
     cell_id: str
+
+    @cached_property
+    def spec(self) -> CellSpec:
+        """The config as typed schemas (built once; `config` stays the dict written into rows)."""
+        return cell_spec(self.config)
 
     @property
     def label(self) -> str:
@@ -103,20 +111,19 @@ def preflight(cell: Cell) -> None:
     """What can be rejected before any process starts; raises ConfigError with one line.
 
     The cell exists (it has an id and a resolved config), so the caller records its row."""
-    c = cell.config
-    _check_world(c)
-    _check_strategy(c)
-    if c["logger"]["name"] == "wandb":
+    _check_world(cell.spec)
+    _check_strategy(cell)
+    if cell.spec.logger.name == "wandb":
         from lcab.results.wandb_sink import check_can_log
 
-        check_can_log(c["logger"])
+        check_can_log(cell.config["logger"])
 
 
-def _check_world(c: dict) -> None:
-    world, cluster = c["world"], c["cluster"]
-    if c["cp"]["name"] == "none" and world > 1:
+def _check_world(c: CellSpec) -> None:
+    world = c.world
+    if c.cp.name == "none" and world > 1:
         raise ConfigError(f"cp=none runs on one process but the world is {world}; pick a cp strategy")
-    if cluster["name"] != "local" or world == 1 or c["bench"]["device"] != "cpu":
+    if c.cluster.name != "local" or world == 1 or c.bench.device != "cpu":
         return  # a launcher's world is the launcher's; missing GPUs are recorded as unavailable
     from lcab.launch.pool import max_local_ranks
 
@@ -128,30 +135,30 @@ def _check_world(c: dict) -> None:
         )
 
 
-def _check_strategy(c: dict) -> None:
+def _check_strategy(cell: Cell) -> None:
     """The strategy's own constraints (divisibility of heads and degrees) at the cell's world."""
-    cp = c["cp"]
-    world = int(cp.get("emulate") or 0) or c["world"]
-    if cp["name"] == "none" or world < 2:
+    c = cell.spec
+    world = c.cp.emulate or c.world
+    if c.cp.name == "none" or world < 2:
         return  # a CP strategy at world 1 is recorded where the cell runs, after the kernel check
     try:
         from lcab.cp import registry
 
-        strategy = registry.get(cp["name"])
+        strategy = registry.get(c.cp.name)
     except ImportError:  # the strategy needs a package this machine lacks: the cell records it
         return
     from lcab.kernels.base import DTYPE_NAMES, ShapeSpec, Unavailable, Unsupported
 
-    s = c["shape"]
+    s = c.shape
     shape = ShapeSpec(
-        batch=s["batch"],
-        heads_q=s["heads_q"],
-        heads_kv=s["heads_kv"],
-        head_dim=s["head_dim"],
-        dtype=DTYPE_NAMES[s["dtype"]],
-        device=torch.device(c["bench"]["device"]),
+        batch=s.batch,
+        heads_q=s.heads_q,
+        heads_kv=s.heads_kv,
+        head_dim=s.head_dim,
+        dtype=DTYPE_NAMES[s.dtype],
+        device=torch.device(c.bench.device),
     )
     try:
-        strategy.check(cp, shape, world)
+        strategy.check(cell.config["cp"], shape, world)
     except (Unavailable, Unsupported, ImportError):  # facts the cell records with their status
         return

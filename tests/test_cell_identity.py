@@ -17,7 +17,7 @@ from lcab_cli import lcab_run, rows
 
 from lcab import config as lcab_config
 from lcab.compose import CONF_DIR
-from lcab.config import Config, KernelConfig, register_configs, schema_defaults
+from lcab.config import Config, CPConfig, FlexConfig, KernelConfig, register_configs, schema_defaults
 from lcab.identity import LATER, NOT_MEASURED, V1, cell_id
 from lcab.plan import plan_cell
 
@@ -84,8 +84,8 @@ def test_every_committed_store_with_v1_rows_keeps_ids():
 def test_every_schema_field_is_declared():
     """A new field must say whether it changes what is measured (LATER, with the default it was
     introduced with) or not (NOT_MEASURED); v1 fields are frozen."""
-    groups = {"": Config, **lcab_config.GROUPS}
-    for group, node in groups.items():
+    schemas = [("", Config)] + [(g, n) for g in lcab_config.GROUPS for n in lcab_config.group_schemas(g)]
+    for group, node in schemas:
         if group in NOT_MEASURED[""]:  # cluster, logger: none of their fields is measured
             continue
         for f in dataclasses.fields(node):
@@ -188,3 +188,28 @@ def test_old_store_resumes(tmp_path):
         skipped += sum(line.startswith("[skip]") for line in lines)
     assert skipped == before
     assert len(rows(store)) == before
+
+
+def test_spec_is_the_options_schema():
+    """Cell.spec: the config as the option's own dataclasses, defaults from the schemas."""
+    flex = plan_cell(_compose(["kernel=flex", "kernel.block_size=64", "seqlen=256", "bench.device=cpu"]))
+    assert type(flex.spec.kernel) is FlexConfig
+    assert (flex.spec.kernel.block_size, flex.spec.kernel.mask_mod) == (64, None)
+    assert isinstance(flex.spec.cp, CPConfig) and flex.spec.cp.busbw is True
+    assert (flex.spec.seqlen, flex.spec.world, flex.spec.bench.device) == (256, 1, "cpu")
+    sdpa = plan_cell(_compose(["kernel=sdpa", "seqlen=256", "bench.device=cpu"]))
+    assert type(sdpa.spec.kernel) is KernelConfig and sdpa.config["kernel"] == {"name": "sdpa"}
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("kernel.block_size=64", "Key 'block_size' not in 'KernelConfig'"),  # flex's, not sdpa's
+        ("kernel=flex_schema", "kernel=flex_schema is not an option"),
+    ],
+)
+def test_option_schema_rejects_other_options_keys(tmp_path, override, needle):
+    p = lcab_run(tmp_path, "kernel=sdpa", override, "seqlen=256", f"hydra.run.dir={tmp_path / 'o'}")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert len(lines) == 1 and lines[0].startswith("lcab: ") and needle in lines[0], p.stderr

@@ -98,8 +98,9 @@ INVALID: list[tuple[tuple[str, ...], str]] = [
     (("kernel=kernel_schema",), "kernel=kernel_schema is not an option"),
     (("kernel=[sdpa,flex]",), "kernel takes one option"),
     (("~kernel",), "kernel takes one option"),
-    (("kernel.block_size=0",), "kernel.block_size"),
-    (("kernel.compile=maybe",), "kernel.compile"),
+    (("kernel=flex", "kernel.block_size=0"), "kernel.block_size"),
+    (("kernel=flex", "kernel.compile=maybe"), "kernel.compile"),
+    (("kernel=sdpa", "kernel.block_size=64"), "Key 'block_size' not in 'KernelConfig'"),  # flex's
     (("+experiment=nope",), "experiment=nope is not an option"),
     # context parallelism: divisibility, degrees, shards (all found before a process starts)
     (("cp=ulysses", "cluster.nproc=3"), "ulysses degree 3 does not divide 4 q heads"),
@@ -166,7 +167,7 @@ BACKGROUND: list[str] = [
     "bench.verify=true",
     "bench.l2_flush=false",
     "bench.warmup=2",
-    "kernel.block_size=64",
+    "bench.l2_flush_mb=64",
     "mask.seed=7",
     "bench.seed=3",
     "store=r.jsonl",

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _backend(cell: Cell) -> str:
-    b = cell.config["cluster"].get("backend", "auto")
+    b = cell.spec.cluster.backend
     if b != "auto":
         return b
     return "nccl" if cell.config["bench"]["device"] == "cuda" else "gloo"

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lcab.config import typed
 from lcab.cp import busbw
 from lcab.cp.base import RunCtx
 from lcab.cp.sharding import imbalance
@@ -103,7 +104,7 @@ def measure_here(cell: Cell, p: Prepared, device: torch.device, run: RunCtx) -> 
 
 def measure_ranks(cell: Cell, p: Prepared, device: torch.device, run: RunCtx) -> dict | None:
     """Every rank of a live process group; the cell's metrics on rank 0, None elsewhere."""
-    c, b = cell.config, cell.config["bench"]
+    b = cell.config["bench"]
     rank, world = p.topo.rank, p.topo.world
     mode = b["mode"]
     glob, inputs = cell_inputs(p, b["seed"])
@@ -130,7 +131,7 @@ def measure_ranks(cell: Cell, p: Prepared, device: torch.device, run: RunCtx) ->
     stats = run.comm.stats
     calls = {k: v / (n_inst + 1) for k, v in stats.calls.items()}
     # After every timed call, so the probe's traffic overlaps none of them; collective.
-    coll_bw = busbw.probe(stats, device) if c["cp"].get("busbw", True) else None
+    coll_bw = busbw.probe(stats, device) if typed("cp", cell.config["cp"]).busbw else None
     mine = {
         "times_ms": list(timing.times_ms),
         "inst_ms": inst.p50,

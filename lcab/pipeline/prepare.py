@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lcab import kernels
-from lcab.config import MaskConfig
+from lcab.config import MaskConfig, typed
 from lcab.cp import registry
 from lcab.cp.base import RankPlan, RunCtx, Strategy, Topology
 from lcab.cp.comm import Comm
@@ -48,7 +48,7 @@ def cell_mask(config: Mapping) -> AttnMask:
 
 def emulated_world(config: Mapping) -> int:
     """W of cp.emulate=W (0: not emulated)."""
-    return int(config["cp"].get("emulate", 0) or 0)
+    return typed("cp", config["cp"]).emulate
 
 
 def prepare(
@@ -86,7 +86,7 @@ def prepare(
     if need is not None:
         memory.check(need, device)
     shard = strategy.shard(cp, mask, world)
-    topo = Topology(world, rank, deg, intra=bool(cp.get("ulysses_intra_node", True)))
+    topo = Topology(world, rank, deg, intra=typed("cp", cp).ulysses_intra_node)
     plan = strategy.plan(mask, shard, topo, kernel, shape)
     if mode != "fwd" and plan.no_backward:  # peers whose backward is missing
         raise Unsupported(plan.no_backward)
@@ -103,5 +103,5 @@ def rank_plan(p: Prepared, rank: int) -> RankPlan:
 
 def open_cell(p: Prepared, cp: Mapping, device: torch.device) -> RunCtx:
     """This cell's process groups (collective: every rank calls it) with a fresh comm and timer."""
-    groups = p.strategy.process_groups(p.topo, cp.get("groups", "mesh"), device)
+    groups = p.strategy.process_groups(p.topo, typed("cp", cp).groups, device)
     return RunCtx(Comm(), ComputeTimer(device), groups)

@@ -36,6 +36,19 @@ def git_sha() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
+@functools.cache
+def code_sha() -> str:
+    """sha1 over lcab's own sources and configs (paths and contents): names the code that ran
+    even where git cannot (a copied tree whose .git is another commit's, an installed wheel)."""
+    import hashlib
+
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha1()
+    for f in sorted(p for p in pkg.rglob("*") if p.suffix in (".py", ".yaml", ".csv") and p.is_file()):
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def environment(device: torch.device, kernel_versions: dict[str, str] | None = None) -> dict:
     env = {
         "host": socket.gethostname(),
@@ -43,6 +56,7 @@ def environment(device: torch.device, kernel_versions: dict[str, str] | None = N
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "git_sha": git_sha(),
+        "code_sha": code_sha(),
         "device_type": device.type,
         "kernel_packages": kernel_versions or {},
     }
