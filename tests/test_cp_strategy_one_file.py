@@ -5,42 +5,19 @@ the original does (same per-rank areas and counted bytes)."""
 
 from __future__ import annotations
 
-import filecmp
-import shutil
-
 import pytest
-from lcab_cli import ROOT, lcab_run, rows
+from lcab_cli import lcab_run, rows
+from one_file import tree_with_copied_option
 from test_cp_cli import FAST
 
 NEW = "gather_copy"
 
 
-def _package_with_copy(tmp_path):
-    """A copy of lcab with exactly two files added: the strategy module and its options."""
-    src = tmp_path / "src"
-    pkg = src / "lcab"
-    shutil.copytree(ROOT / "lcab", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    py = (pkg / "cp/strategies/ring_allgather.py").read_text()
-    yaml = (pkg / "conf/cp/ring_allgather.yaml").read_text()
-    assert 'name = "ring_allgather"' in py and "name: ring_allgather" in yaml
-    (pkg / f"cp/strategies/{NEW}.py").write_text(py.replace('name = "ring_allgather"', f'name = "{NEW}"'))
-    (pkg / f"conf/cp/{NEW}.yaml").write_text(yaml.replace("name: ring_allgather", f"name: {NEW}"))
-    added = []
-
-    def walk(d: filecmp.dircmp, rel: str = "") -> None:
-        added.extend(f"{rel}{n}" for n in d.right_only)
-        assert not d.diff_files and not d.left_only, (rel, d.diff_files, d.left_only)
-        for name, sub in d.subdirs.items():
-            walk(sub, f"{rel}{name}/")
-
-    walk(filecmp.dircmp(ROOT / "lcab", pkg, ignore=["__pycache__"]))
-    assert sorted(added) == sorted([f"conf/cp/{NEW}.yaml", f"cp/strategies/{NEW}.py"])
-    return {"PYTHONPATH": str(src)}
-
-
 @pytest.fixture(scope="module")
 def copied(tmp_path_factory):
-    return _package_with_copy(tmp_path_factory.mktemp("pkg"))
+    return tree_with_copied_option(
+        tmp_path_factory.mktemp("pkg"), "cp/strategies", "cp", "ring_allgather", NEW
+    )
 
 
 def test_copied_strategy_runs_and_verifies_on_two_gloo_ranks(tmp_path, copied):

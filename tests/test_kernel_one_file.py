@@ -6,45 +6,19 @@ and counted bytes)."""
 
 from __future__ import annotations
 
-import filecmp
-import os
-import shutil
-
 import pytest
-from lcab_cli import ROOT, lcab_run, rows
+from lcab_cli import lcab_run, rows
+from one_file import tree_with_copied_option
 
 NEW = "sdpa_math_copy"
 FAST = ("bench.warmup=0", "bench.iters=1", "seqlen=256", "bench.device=cpu")
 
 
-def _package_with_copy(tmp_path):
-    """A copy of lcab with exactly two files added: the adapter module and its options."""
-    src = tmp_path / "src"
-    pkg = src / "lcab"
-    shutil.copytree(ROOT / "lcab", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    py = (pkg / "kernels/adapters/sdpa_math.py").read_text()
-    yaml = (pkg / "conf/kernel/sdpa_math.yaml").read_text()
-    assert 'name = "sdpa_math"' in py and "name: sdpa_math" in yaml
-    (pkg / f"kernels/adapters/{NEW}.py").write_text(py.replace('name = "sdpa_math"', f'name = "{NEW}"'))
-    (pkg / f"conf/kernel/{NEW}.yaml").write_text(yaml.replace("name: sdpa_math", f"name: {NEW}"))
-    added = []
-
-    def walk(d: filecmp.dircmp, rel: str = "") -> None:
-        added.extend(f"{rel}{n}" for n in d.right_only)
-        assert not d.diff_files and not d.left_only, (rel, d.diff_files, d.left_only)
-        for name, sub in d.subdirs.items():
-            walk(sub, f"{rel}{name}/")
-
-    walk(filecmp.dircmp(ROOT / "lcab", pkg, ignore=["__pycache__"]))
-    assert sorted(added) == sorted([f"conf/kernel/{NEW}.yaml", f"kernels/adapters/{NEW}.py"])
-    # The copy first: `lcab` (and the new kernel, which only it has) comes from there; the
-    # checkout after it for what lives outside the package (hydra_plugins/lcab_sweeper).
-    return {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
-
-
 @pytest.fixture(scope="module")
 def copied(tmp_path_factory):
-    return _package_with_copy(tmp_path_factory.mktemp("pkg"))
+    return tree_with_copied_option(
+        tmp_path_factory.mktemp("pkg"), "kernels/adapters", "kernel", "sdpa_math", NEW
+    )
 
 
 def _one_ok_row(p, store):

@@ -9,18 +9,17 @@ beside the adapters package, in lcab.kernels.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
-import pkgutil
 from collections.abc import Mapping
 
-from lcab.config import ConfigError
+from lcab.discovery import OneFileOptions
 from lcab.kernels import adapters as _package
 from lcab.kernels.base import Kernel
 
+_options = OneFileOptions(_package, Kernel, "kernel")
+
 
 def names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(_package.__path__) if not m.name.startswith("_"))
+    return _options.names()
 
 
 def create(name: str, kernel_cfg: Mapping | None = None) -> Kernel:
@@ -34,25 +33,4 @@ def create(name: str, kernel_cfg: Mapping | None = None) -> Kernel:
 
 def kernel_class(name: str) -> type[Kernel]:
     """The adapter class, for what it declares (capabilities, packages) without options."""
-    if name not in names():
-        raise ConfigError(f"unknown kernel '{name}'; known: {', '.join(names())}")
-    return _load(name)
-
-
-@functools.cache
-def _load(name: str) -> type[Kernel]:
-    module = importlib.import_module(f"{_package.__name__}.{name}")
-    found = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type)
-        and issubclass(obj, Kernel)
-        and obj.__module__ == module.__name__
-        and obj.name == name
-    ]
-    if len(found) != 1:
-        raise ConfigError(
-            f"lcab/kernels/adapters/{name}.py must define one Kernel subclass with name = '{name}' "
-            f"(found {len(found)})"
-        )
-    return found[0]
+    return _options.cls(name)

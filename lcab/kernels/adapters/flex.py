@@ -71,8 +71,8 @@ class FlexOptions(KernelOptions):
     block_size: int = 128  # BlockMask tile
     compile: bool = True  # torch.compile on CUDA
     dynamic: bool = False  # compile for symbolic sequence lengths (one compile per mask_mod)
-    # Which mask_mod form (lcab.masks.flex.FORMS); not a Hydra key: scripts/flex_mask_mod_check.py
-    # sets it to compare forms on one mask, sweeps take the default form for each mask (None).
+    # Which mask_mod form (lcab.masks.flex.FORMS; kernel.mask_mod, lcab.config.FlexConfig): None,
+    # the default, is each mask's own form; scripts/flex_mask_mod_check.py compares forms.
     mask_mod: str | None = None
 
 
