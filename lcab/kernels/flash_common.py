@@ -10,9 +10,9 @@ import torch
 
 from lcab.kernels.base import AttnFn, Capabilities, Kernel, ShapeSpec, Unavailable, scale
 from lcab.kernels.varlen_args import (
+    VarlenMasks,
     batched_doc_lens,
     cu_seqlens_tensor,
-    express,
     flash_window,
     from_thd,
     lse_from_packed,
@@ -38,7 +38,7 @@ def split_out_lse(result) -> tuple[torch.Tensor, torch.Tensor | None]:
     return result, None
 
 
-class FlashKernel(Kernel):
+class FlashKernel(VarlenMasks, Kernel):
     capabilities = FLASH_CAPABILITIES
     package_hint = ""  # what to install, for the unavailable reason
 
@@ -61,16 +61,6 @@ class FlashKernel(Kernel):
         except ImportError as e:
             return False, f"{self.package_hint} not installed ({e})"
         return True, ""
-
-    def expressed(self, mask: AttnMask):
-        """The VarlenForm this kernel runs, or Unsupported; needs neither the package nor a GPU."""
-        return express(self.name, mask)
-
-    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
-        from lcab.harness import memory
-
-        self.expressed(mask)  # Unsupported before any memory verdict
-        return memory.tiled(mask, shape)
 
     def prepare(self, mask: AttnMask, shape: ShapeSpec) -> AttnFn:
         form = self.expressed(mask)

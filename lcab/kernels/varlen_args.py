@@ -375,3 +375,20 @@ def stats_from_lse(lse: torch.Tensor, rows, n_seqs: int, max_len: int) -> torch.
     out = torch.zeros(n_seqs, max_len, h, dtype=torch.float32, device=lse.device)
     out[seq, pos] = flat[tok].float()
     return out.permute(0, 2, 1).unsqueeze(-1).contiguous()
+
+
+class VarlenMasks:
+    """For adapters whose masks go in as one VarlenForm (cu_seqlens, causal flag, window):
+    what they can express, and a working set linear in the tiles they visit."""
+
+    name: str
+
+    def expressed(self, mask: AttnMask):
+        """The VarlenForm this kernel runs, or Unsupported; needs neither the package nor a GPU."""
+        return express(self.name, mask)
+
+    def working_set(self, mask: AttnMask, shape, mode: str) -> int:
+        from lcab.harness import memory
+
+        self.expressed(mask)  # Unsupported before any memory verdict
+        return memory.tiled(mask, shape)

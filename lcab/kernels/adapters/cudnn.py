@@ -31,10 +31,10 @@ from lcab.kernels.base import (
 from lcab.kernels.sdpa_common import _empty_rows, _finite, _fix_empty
 from lcab.kernels.varlen_args import (
     CudnnLayout,
+    VarlenMasks,
     batched_starts,
     bshd_dims,
     cudnn_step_layout,
-    express,
     layout_from_form,
     lse_from_stats,
     offsets_at,
@@ -314,7 +314,7 @@ class _CudnnAttention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-class Cudnn(Kernel):
+class Cudnn(VarlenMasks, Kernel):
     name = "cudnn"
     summary = "cuDNN fused attention (frontend graph API): diagonal band + ragged THD documents"
     packages = ("nvidia-cudnn-frontend", "nvidia-cudnn-cu12", "nvidia-cudnn-cu13")
@@ -340,16 +340,6 @@ class Cudnn(Kernel):
         except Exception as e:  # a broken install (missing libcudnn) is unavailable, not a crash
             return False, f"nvidia-cudnn-frontend does not load: {type(e).__name__}: {e}"
         return True, ""
-
-    def expressed(self, mask: AttnMask):
-        """The VarlenForm cuDNN runs, or Unsupported; needs neither the package nor a GPU."""
-        return express(self.name, mask)
-
-    def working_set(self, mask: AttnMask, shape: ShapeSpec, mode: str) -> int:
-        from lcab.harness import memory
-
-        self.expressed(mask)  # Unsupported before any memory verdict
-        return memory.tiled(mask, shape)
 
     def _handle(self, cudnn, shape: ShapeSpec):
         device = torch.device(shape.device)
