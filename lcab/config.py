@@ -38,14 +38,30 @@ class FlexConfig(KernelConfig):
 
 @dataclass
 class MaskConfig:
+    """A mask pattern with no parameters of its own (mask/<name>.yaml: `- mask_schema`)."""
+
     name: str = "causal"
     seed: int = 0
-    window: int = 1024  # sliding windows and global_sliding_window's global prefix
-    prefix: float = 0.5  # prefix_lm_*: prefix as a fraction of the sequence or document
-    block: int = 1024  # block_causal_document: block length
-    max_blocks_per_doc: int = 8  # block_causal_document: docs of 1..N blocks
-    sparse_block: int = 128  # block_sparse: tile size
-    density: float = 0.5  # block_sparse: kept fraction of key blocks per query block
+
+
+@dataclass
+class WindowMaskConfig(MaskConfig):
+    """sliding_window, sliding_window_causal, global_sliding_window (also its global prefix)."""
+
+    window: int = 1024
+
+
+@dataclass
+class PrefixMaskConfig(MaskConfig):
+    """prefix_lm_causal: prefix as a fraction of the sequence."""
+
+    prefix: float = 0.5
+
+
+@dataclass
+class DocMaskConfig(MaskConfig):
+    """Patterns over sampled documents (lcab/masks/documents.py: sample_doc_lens)."""
+
     doc_table: str = "default"  # document-length distribution table (lcab/masks/data/<name>.csv)
     long_doc_frac: float = 0.0  # fraction of docs drawn from [long_min, long_max] (paper: 0.6)
     long_min: int = 8192
@@ -54,16 +70,79 @@ class MaskConfig:
 
 
 @dataclass
+class PrefixDocMaskConfig(DocMaskConfig):
+    """prefix_lm_document: each document's prefix as a fraction of its length."""
+
+    prefix: float = 0.5
+
+
+@dataclass
+class BlockDocMaskConfig(MaskConfig):
+    """block_causal_document: documents of 1..max_blocks_per_doc whole blocks."""
+
+    block: int = 1024
+    max_blocks_per_doc: int = 8
+
+
+@dataclass
+class BlockSparseMaskConfig(MaskConfig):
+    """block_sparse: tile size and the kept fraction of key blocks per query block."""
+
+    sparse_block: int = 128
+    density: float = 0.5
+
+
+@dataclass
 class CPConfig:
+    """What every strategy reads (cp/<name>.yaml: `- cp_schema` when it has no degrees of its own).
+    A strategy names its schema in its class (Strategy.config); degrees left at 0 mean "the rest
+    of the world", as each strategy's degrees() reads them."""
+
     name: str = "none"
-    ulysses_degree: int = 1
-    ring_degree: int = 1
     shard: str = "zigzag"  # contiguous | zigzag | doc_zigzag | balanced
-    ulysses_intra_node: bool = True
-    windows: int = 0  # double_ring window count; 0 = LoongTrain's rule
     groups: str = "mesh"  # mesh | megatron
     emulate: int = 0  # >0: run every rank's compute of world W on one device
     busbw: bool = True  # after timing, each kind of collective alone: algbw / busbw per kind
+
+
+@dataclass
+class RingCPConfig(CPConfig):
+    """One ring over the world (`- ring_schema`): ring, ring_allgather, torch_ring."""
+
+    ring_degree: int = 0  # 0 = the whole world
+
+
+@dataclass
+class UlyssesCPConfig(CPConfig):
+    """All-to-all over heads (`- ulysses_schema`)."""
+
+    ulysses_degree: int = 0  # 0 = the whole world
+
+
+@dataclass
+class MeshCPConfig(CPConfig):
+    """A 2-D Ulysses x ring mesh (`- mesh_schema`): usp, yunchang_usp."""
+
+    ulysses_degree: int = 0  # 0 = world / ring_degree
+    ring_degree: int = 0  # 0 = world / ulysses_degree
+    ulysses_intra_node: bool = True  # Ulysses groups on consecutive ranks (one node), ring across
+
+
+@dataclass
+class DoubleRingCPConfig(MeshCPConfig):
+    """LoongTrain's double ring (`- double_ring_schema`): a mesh whose ring is cut into windows."""
+
+    ulysses_degree: int = 1
+    windows: int = 0  # 0 = LoongTrain's rule
+
+
+# cp/<schema>_schema: shared by the strategies whose class names it (Strategy.config).
+CP_SCHEMAS: dict[str, type[CPConfig]] = {
+    "ring": RingCPConfig,
+    "ulysses": UlyssesCPConfig,
+    "mesh": MeshCPConfig,
+    "double_ring": DoubleRingCPConfig,
+}
 
 
 @dataclass
@@ -245,26 +324,39 @@ def check_bench(cfg: BenchConfig) -> None:
 
 
 def check_mask(cfg: MaskConfig) -> None:
-    """Every mask parameter, whichever pattern uses it (the defaults all pass)."""
+    """The parameters the pattern's schema carries (the defaults all pass)."""
     for key in ("window", "block", "max_blocks_per_doc", "sparse_block", "long_min"):
-        _at_least(f"mask.{key}", getattr(cfg, key), 1)
-    _require(
-        cfg.long_max >= cfg.long_min,
-        f"mask.long_max must be >= mask.long_min, got {cfg.long_max} < {cfg.long_min}",
-    )
-    _fraction("mask.prefix", cfg.prefix)
-    _fraction("mask.long_doc_frac", cfg.long_doc_frac)
-    _fraction("mask.density", cfg.density, open_low=True)
-    _fraction("mask.max_doc_frac", cfg.max_doc_frac, open_low=True)
+        if _has(cfg, key):
+            _at_least(f"mask.{key}", getattr(cfg, key), 1)
+    if _has(cfg, "long_max"):
+        _require(
+            cfg.long_max >= cfg.long_min,
+            f"mask.long_max must be >= mask.long_min, got {cfg.long_max} < {cfg.long_min}",
+        )
+    for key, open_low in (
+        ("prefix", False),
+        ("long_doc_frac", False),
+        ("density", True),
+        ("max_doc_frac", True),
+    ):
+        if _has(cfg, key):
+            _fraction(f"mask.{key}", getattr(cfg, key), open_low=open_low)
     _seed("mask.seed", cfg.seed)
-    from lcab.masks.documents import table_names  # lazy: the masks package imports this module
+    if _has(cfg, "doc_table"):
+        from lcab.masks.documents import table_names  # lazy: the masks package imports this module
 
-    _one_of("mask.doc_table", cfg.doc_table, tuple(table_names()))
+        _one_of("mask.doc_table", cfg.doc_table, tuple(table_names()))
+
+
+def _has(cfg: object, key: str) -> bool:
+    """Whether the option's schema has the field (a dataclass, or a composed struct node)."""
+    return hasattr(cfg, key)
 
 
 def check_cp(cfg: CPConfig) -> None:
     for key in ("ulysses_degree", "ring_degree", "windows", "emulate"):
-        _at_least(f"cp.{key}", getattr(cfg, key), 0)
+        if _has(cfg, key):  # the degrees the strategy's schema carries
+            _at_least(f"cp.{key}", getattr(cfg, key), 0)
     from lcab.cp.sharding import SHARDS  # lazy: lcab.cp imports this module
 
     _one_of("cp.shard", cfg.shard, SHARDS)
@@ -376,17 +468,46 @@ def cell_spec(config: Mapping) -> CellSpec:
 
 # Schemas of options with fields of their own: <group>/<option>_schema (the option's YAML names it
 # in its defaults list, so its keys are checked against it and no other option's).
-OPTION_SCHEMAS: dict[str, dict[str, type]] = {"kernel": {"flex": FlexConfig}}
+OPTION_SCHEMAS: dict[str, dict[str, type]] = {
+    "kernel": {"flex": FlexConfig},
+    # Keyed by pattern name: an alias file (causal_doc.yaml) names its pattern's schema.
+    "mask": {
+        "sliding_window": WindowMaskConfig,
+        "sliding_window_causal": WindowMaskConfig,
+        "global_sliding_window": WindowMaskConfig,
+        "prefix_lm_causal": PrefixMaskConfig,
+        "prefix_lm_document": PrefixDocMaskConfig,
+        "causal_document": DocMaskConfig,
+        "full_document": DocMaskConfig,
+        "share_question": DocMaskConfig,
+        "causal_blockwise": DocMaskConfig,
+        "block_causal_document": BlockDocMaskConfig,
+        "block_sparse": BlockSparseMaskConfig,
+    },
+}
 
 
 def schema_for(group: str, option: str | None) -> type:
-    """The schema of one option of a group (its own, else the group's)."""
+    """The schema of one option of a group (its own, else the group's). A strategy names its
+    schema in its own class, so a strategy added as one .py + one .yaml brings it along."""
+    if group == "cp" and option:
+        from lcab.cp import registry  # lazy: lcab.cp imports this module
+
+        if option in registry.names():
+            return registry.get(option).config
     return OPTION_SCHEMAS.get(group, {}).get(option or "", GROUPS[group])
 
 
 def group_schemas(group: str) -> list[type]:
-    """The group's base schema and its option schemas."""
-    return [GROUPS[group], *OPTION_SCHEMAS.get(group, {}).values()]
+    """The group's base schema and its option schemas (each once)."""
+    extra = CP_SCHEMAS.values() if group == "cp" else ()
+    return list(dict.fromkeys([GROUPS[group], *OPTION_SCHEMAS.get(group, {}).values(), *extra]))
+
+
+def mask_config(values: Mapping) -> MaskConfig:
+    """A mask's values (a row's config["mask"], or name= plus parameters) as its pattern's schema;
+    parameters the pattern does not read are left out."""
+    return typed("mask", values)
 
 
 def register_configs() -> None:
@@ -394,6 +515,6 @@ def register_configs() -> None:
     cs.store(name="lcab_schema", node=Config)
     for group, node in GROUPS.items():
         cs.store(group=group, name=f"{group}{SCHEMA_SUFFIX}", node=node)
-    for group, options in OPTION_SCHEMAS.items():
+    for group, options in {**OPTION_SCHEMAS, "cp": CP_SCHEMAS}.items():
         for option, node in options.items():
             cs.store(group=group, name=f"{option}{SCHEMA_SUFFIX}", node=node)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import heapq
 
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.masks import build
 from lcab.masks.tiles import tile_counts, tile_occupancy
 from lcab.results.store import read_rows
@@ -55,8 +55,8 @@ def main() -> int:
                 continue
             shape = ok[(name, s)]["config"]["shape"]
             heads_kv, group = shape["heads_kv"], shape["heads_q"] // shape["heads_kv"]
-            mask = build(MaskConfig(**ok[(name, s)]["config"]["mask"]), s)
-            full = build(MaskConfig(**ok[("full", s)]["config"]["mask"]), s)
+            mask = build(mask_config(ok[(name, s)]["config"]["mask"]), s)
+            full = build(mask_config(ok[("full", s)]["config"]["mask"]), s)
             imb = imbalance(programs(mask, 128, heads_kv, group), a.sms)
             imb_full = imbalance(programs(full, 128, heads_kv, group), a.sms)
             occ = tile_occupancy(mask, 128)

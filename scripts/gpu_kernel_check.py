@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lcab import kernels
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.kernels.base import ShapeSpec, Unavailable, Unsupported
 from lcab.masks import build
 
@@ -173,7 +173,7 @@ def main() -> int:
     rows = []
     for mask_name in args.masks.split(","):
         try:
-            mask = build(MaskConfig(name=mask_name, window=args.window), args.seqlen)
+            mask = build(mask_config(dict(name=mask_name, window=args.window)), args.seqlen)
             q, k, v, dout = make_inputs(shape, args.seqlen)
             if args.no_ref:
                 ref, base_errs = None, dict.fromkeys(NAMES, float("nan"))

@@ -20,7 +20,7 @@ import traceback
 import torch
 
 from lcab import kernels
-from lcab.config import MaskConfig
+from lcab.config import DocMaskConfig, WindowMaskConfig
 from lcab.cp.sharding import doc_zigzag
 from lcab.cp.submask import submask
 from lcab.kernels.base import ShapeSpec, Unavailable, Unsupported
@@ -66,11 +66,11 @@ def step_masks() -> dict[str, AttnMask]:
     }
     # Sliding-window steps: the diagonal band, and the triangle an earlier chunk leaves (left bound
     # only); not required of any kernel, but a kernel that takes them must get them right.
-    masks["swa_sq"] = build(MaskConfig(name="sliding_window_causal", window=128), 1024)
+    masks["swa_sq"] = build(WindowMaskConfig(name="sliding_window_causal", window=128), 1024)
     masks["swa_tri"] = AttnMask((Slice(0, 127, 0, 127, "inv_causal"),), 127, 127, name="swa_tri")
     # Real ring steps of causal_document under doc_zigzag on 2 ranks: diagonal steps are square
     # causal pieces, off-diagonal ones full pieces whose q and k halves differ.
-    doc = build(MaskConfig(name="causal_document", seed=0), 2048)
+    doc = build(DocMaskConfig(name="causal_document", seed=0), 2048)
     sh = doc_zigzag(doc, 2)
     for r, t in ((0, 0), (0, 1), (1, 0)):
         masks[f"cpdoc_r{r}k{t}"] = submask(doc, sh.runs(r), sh.runs(t)).mask

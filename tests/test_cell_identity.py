@@ -202,14 +202,44 @@ def test_spec_is_the_options_schema():
 
 
 @pytest.mark.parametrize(
-    ("override", "needle"),
+    ("overrides", "needle"),
     [
-        ("kernel.block_size=64", "Key 'block_size' not in 'KernelConfig'"),  # flex's, not sdpa's
-        ("kernel=flex_schema", "kernel=flex_schema is not an option"),
+        (("kernel=sdpa", "kernel.block_size=64"), "Key 'block_size' not in 'KernelConfig'"),  # flex's
+        (("kernel=flex_schema",), "kernel=flex_schema is not an option"),
+        (("mask=causal", "mask.window=5"), "Key 'window' not in 'MaskConfig'"),  # sliding windows'
+        (("mask=causal_doc", "mask.sparse_block=64"), "Key 'sparse_block' not in 'DocMaskConfig'"),
+        (("mask=sliding_window_schema",), "mask=sliding_window_schema is not an option"),
+        (("cp=ring", "cp.ulysses_degree=2"), "Key 'ulysses_degree' not in 'RingCPConfig'"),  # usp's
+        (("cp=ring_schema",), "cp=ring_schema is not an option"),
     ],
 )
-def test_option_schema_rejects_other_options_keys(tmp_path, override, needle):
-    p = lcab_run(tmp_path, "kernel=sdpa", override, "seqlen=256", f"hydra.run.dir={tmp_path / 'o'}")
+def test_option_schema_rejects_other_options_keys(tmp_path, overrides, needle):
+    p = lcab_run(tmp_path, *overrides, "seqlen=256", f"hydra.run.dir={tmp_path / 'o'}")
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert len(lines) == 1 and lines[0].startswith("lcab: ") and needle in lines[0], p.stderr
+    assert p.returncode == 2, p.returncode
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "cp").glob("*.yaml")))
+def test_cp_option_composes_to_its_strategys_schema(option):
+    """Each strategy's YAML composes to the schema its class names (Strategy.config), carrying
+    only the degrees it reads; the planned spec is that schema with the YAML's degrees."""
+    from omegaconf import OmegaConf
+
+    from lcab.cp import registry
+
+    cfg = _compose([f"cp={option}"]).cp
+    schema = registry.get(option).config
+    assert OmegaConf.get_type(cfg) is schema
+    assert set(cfg) == {f.name for f in dataclasses.fields(schema)}
+    spec = lcab_config.typed("cp", OmegaConf.to_container(cfg))
+    assert type(spec) is schema and dataclasses.asdict(spec) == OmegaConf.to_container(cfg)
+
+
+def test_mask_spec_is_the_patterns_schema():
+    cell = plan_cell(_compose(["mask=causal_doc", "seqlen=256", "bench.device=cpu"]))
+    assert type(cell.spec.mask) is lcab_config.DocMaskConfig
+    assert set(cell.config["mask"]) == {f.name for f in dataclasses.fields(lcab_config.DocMaskConfig)}
+    causal = plan_cell(_compose(["mask=causal", "seqlen=256", "bench.device=cpu"]))
+    assert causal.config["mask"] == {"name": "causal", "seed": 0}

@@ -17,8 +17,7 @@ def test_ring_on_megatron_groups_verifies(tmp_path):
         tmp_path,
         "-m",
         "cp=ring,usp",
-        "cp.groups=megatron",
-        "cp.ulysses_degree=2",
+        "cp.groups=megatron",  # usp's own ulysses_degree (2); ring has none
         "mask=causal_doc",
         "bench.verify=true",
         f"store={store}",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcab.config import ConfigError, MaskConfig
+from lcab.config import ConfigError, mask_config
 from lcab.cp import registry as strategies
 from lcab.cp.base import Strategy
 from lcab.cp.merge import LseAccumulator
@@ -34,7 +34,7 @@ MASKS = [
 
 
 def _mask(name: str, s: int):
-    return build(MaskConfig(name=name, window=17, sparse_block=16, block=16), s)
+    return build(mask_config(dict(name=name, window=17, sparse_block=16, block=16)), s)
 
 
 @pytest.mark.parametrize("name", MASKS)

@@ -17,7 +17,7 @@ import types
 import pytest
 import torch
 
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.cp.sharding import balanced, contiguous, doc_zigzag, zigzag
 from lcab.cp.submask import submask
 from lcab.cp.tiles import StepCache, make_tiles
@@ -43,7 +43,7 @@ from lcab.masks.slices import AttnMask, Slice
 
 
 def small_mask(name: str, seqlen: int) -> AttnMask:
-    cfg = MaskConfig(name=name, window=8, block=16, max_blocks_per_doc=3, sparse_block=16, seed=3)
+    cfg = mask_config(dict(name=name, window=8, block=16, max_blocks_per_doc=3, sparse_block=16, seed=3))
     return build(cfg, seqlen)
 
 

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from lcab.config import MaskConfig
+from lcab.config import BlockDocMaskConfig, DocMaskConfig
 from lcab.masks.documents import MAX_DOCS, sample_block_docs, sample_doc_lens
 
-CFG = MaskConfig(name="causal_document")
+CFG = DocMaskConfig(name="causal_document")
 
 
 @pytest.mark.parametrize("frac", [-1.0, 0.0, 1.5])
@@ -21,7 +21,7 @@ def test_max_doc_frac_outside_0_1_is_rejected(frac):
 
 def test_more_documents_than_the_bound_is_an_error_not_a_hang():
     # 1-token blocks: one document per token, twice the bound; without it 4M loop turns, no error
-    cfg = replace(CFG, name="block_causal_document", block=1, max_blocks_per_doc=1)
+    cfg = BlockDocMaskConfig(name="block_causal_document", block=1, max_blocks_per_doc=1)
     with pytest.raises(ValueError, match=f"more than {MAX_DOCS} documents"):
         sample_block_docs(cfg, 2 * MAX_DOCS)
 

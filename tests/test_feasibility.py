@@ -102,7 +102,7 @@ _MEASURE = r"""
 import json, sys
 import torch
 from lcab.compose import compose_config
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.harness.shape import shape_spec
 from lcab.pipeline import execute
 from lcab.harness import memory
@@ -121,7 +121,7 @@ for args in json.loads(sys.argv[1]):
         cell = plan_cell(compose_config(args + ["seqlen=" + seqlen, "bench.warmup=0", "bench.iters=1", "bench.device=cpu"]))
         c = cell.config
         kernel = kernels.create(c["kernel"]["name"])
-        mask = build(MaskConfig(**c["mask"]), c["seqlen"])
+        mask = build(mask_config(c["mask"]), c["seqlen"])
         fp = memory.estimate(kernel, mask, shape_spec(c, torch.device("cpu")), c["bench"]["mode"], c["bench"]["verify"])
         del mask
         open("/proc/self/clear_refs", "w").write("5")

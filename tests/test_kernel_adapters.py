@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lcab import kernels
-from lcab.config import ConfigError, MaskConfig
+from lcab.config import ConfigError, mask_config
 from lcab.kernels.base import ShapeSpec, Unavailable, Unsupported
 from lcab.kernels.flash_common import FlashKernel
 from lcab.kernels.varlen_args import cu_seqlens, flash_visible
@@ -23,7 +23,7 @@ GPU_KERNELS = ("flash2", "flash3", "cudnn")
 
 
 def small_mask(name: str, seqlen: int):
-    cfg = MaskConfig(name=name, window=8, block=16, max_blocks_per_doc=3, sparse_block=16, seed=1)
+    cfg = mask_config(dict(name=name, window=8, block=16, max_blocks_per_doc=3, sparse_block=16, seed=1))
     return build(cfg, seqlen)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.kernels.base import Unsupported
 from lcab.kernels.varlen_args import (
     batched_doc_lens,
@@ -33,7 +33,7 @@ from lcab.masks import build, names
 
 
 def small_mask(name: str, seqlen: int):
-    cfg = MaskConfig(name=name, window=8, block=16, max_blocks_per_doc=3, sparse_block=16, seed=3)
+    cfg = mask_config(dict(name=name, window=8, block=16, max_blocks_per_doc=3, sparse_block=16, seed=3))
     return build(cfg, seqlen)
 
 

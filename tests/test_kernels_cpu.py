@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lcab import kernels
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.harness.inputs import make_inputs
 from lcab.harness.verify import verify
 from lcab.kernels.base import ShapeSpec, Unsupported
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 
 
 def mask_for(name: str, seqlen: int):
-    return build(MaskConfig(name=name, seed=3, **MASK_PARAMS), seqlen)
+    return build(mask_config(dict(name=name, seed=3, **MASK_PARAMS)), seqlen)
 
 
 def check(kernel_name: str, mask_name: str, seqlen: int, dtype: torch.dtype, heads=(4, 2), d=16):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lcab.config import MaskConfig
+from lcab.config import MaskConfig, WindowMaskConfig, mask_config
 from lcab.masks import build
 from lcab.masks.registry import names
 from lcab.masks.tiles import tile_counts, tile_occupancy, touched_tiles
@@ -26,7 +26,7 @@ def _dense_reference(mask, tile):
 @pytest.mark.parametrize("name", names())
 @pytest.mark.parametrize("seqlen,tile", [(1024, 128), (1000, 64)])
 def test_tile_occupancy_matches_the_dense_mask(name, seqlen, tile):
-    cfg = MaskConfig(name=name, window=200, block=128, sparse_block=64)
+    cfg = mask_config(dict(name=name, window=200, block=128, sparse_block=64))
     mask = build(cfg, seqlen)
     n_ref, occ_ref = _dense_reference(mask, tile)
     assert touched_tiles(mask, tile) == n_ref
@@ -39,14 +39,14 @@ def test_tile_occupancy_known_values():
     causal = build(MaskConfig(name="causal"), 256)  # 3 of 4 tiles touched, 256*257/2 visible
     assert tile_occupancy(causal) == pytest.approx(256 * 257 / 2 / (3 * 128 * 128))
     # Causal window 1024 on 128-tiles: rows past the first window touch 9 tiles for 1024 keys.
-    swc = build(MaskConfig(name="sliding_window_causal", window=1024), 32768)
+    swc = build(WindowMaskConfig(name="sliding_window_causal", window=1024), 32768)
     assert tile_occupancy(swc) == pytest.approx(1024 / 1152, abs=0.01)
 
 
 @pytest.mark.parametrize("name", names())
 @pytest.mark.parametrize("seqlen,tile", [(1000, 64), (777, 128)])
 def test_tile_counts_match_the_dense_mask(name, seqlen, tile):
-    mask = build(MaskConfig(name=name, window=200, block=128, sparse_block=64), seqlen)
+    mask = build(mask_config(dict(name=name, window=200, block=128, sparse_block=64)), seqlen)
     d = mask.dense().to(torch.int64)
     pad = -seqlen % tile
     padded = torch.nn.functional.pad(d, (0, pad, 0, pad))

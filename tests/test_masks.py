@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 import torch
 
-from lcab.config import MaskConfig
+from lcab.config import (
+    BlockSparseMaskConfig,
+    DocMaskConfig,
+    MaskConfig,
+    PrefixMaskConfig,
+    WindowMaskConfig,
+    mask_config,
+)
 from lcab.masks import build, names
 from lcab.masks.flex import block_mask, mask_mod
 from lcab.masks.forms import varlen_form
@@ -70,7 +77,7 @@ def reference(name: str, cfg: MaskConfig, s: int, doc_lens) -> torch.Tensor:
     """Dense [S, S] visibility straight from the ANCHORS definitions."""
     q = torch.arange(s)[:, None]
     k = torch.arange(s)[None, :]
-    w = cfg.window
+    w = getattr(cfg, "window", None)  # only the window patterns' schema has it
     if name == "full":
         return torch.ones(s, s, dtype=torch.bool)
     if name == "causal":
@@ -116,7 +123,7 @@ def test_every_pattern_has_reference_params():
 
 @pytest.mark.parametrize("name,params,seqlen", CASES)
 def test_pattern(name, params, seqlen):
-    cfg = replace(MaskConfig(name=name), **params)
+    cfg = replace(mask_config(dict(name=name)), **params)
     mask = build(cfg, seqlen)
     assert mask.name == name and mask.seqlen_q == mask.seqlen_k == seqlen
     dense = mask.dense()
@@ -201,7 +208,7 @@ def check_flex(mask, dense: torch.Tensor, bs: int) -> None:
 
 
 def test_block_sparse_seeded():
-    cfg = MaskConfig(name="block_sparse", sparse_block=32, density=0.25)
+    cfg = BlockSparseMaskConfig(name="block_sparse", sparse_block=32, density=0.25)
     a, b = build(cfg, 1000), build(cfg, 1000)
     assert a.slices == b.slices
     assert build(replace(cfg, seed=1), 1000).slices != a.slices
@@ -209,18 +216,18 @@ def test_block_sparse_seeded():
 
 def test_bad_parameters_raise():
     for cfg in (
-        MaskConfig(name="sliding_window", window=0),
-        MaskConfig(name="block_sparse", density=0.0),
-        MaskConfig(name="prefix_lm_causal", prefix=1.5),
-        MaskConfig(name="causal_document", doc_table="nope"),
+        WindowMaskConfig(name="sliding_window", window=0),
+        BlockSparseMaskConfig(name="block_sparse", density=0.0),
+        PrefixMaskConfig(name="prefix_lm_causal", prefix=1.5),
+        DocMaskConfig(name="causal_document", doc_table="nope"),
     ):
         with pytest.raises(ValueError):
             build(cfg, 100)
 
 
 def test_block_mask_is_cached():
-    m = build(MaskConfig(name="causal_document"), 300)
-    assert block_mask(m, 64) is block_mask(build(MaskConfig(name="causal_document"), 300), 64)
+    m = build(DocMaskConfig(name="causal_document"), 300)
+    assert block_mask(m, 64) is block_mask(build(DocMaskConfig(name="causal_document"), 300), 64)
     assert block_mask(m, 32) is not block_mask(m, 64)
 
 
@@ -243,8 +250,9 @@ CONF = os.path.join(os.path.dirname(__file__), "..", "lcab", "conf")
 )
 def test_mask_yaml_composes(path):
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    from lcab.config import register_configs
+    from lcab.config import register_configs, schema_for
 
     stem = os.path.basename(path)[:-5]
     register_configs()
@@ -253,7 +261,10 @@ def test_mask_yaml_composes(path):
     aliases = {"causal_doc": "causal_document", "full_doc": "full_document"}
     expected = aliases.get(stem, stem.removesuffix("_long"))
     assert cfg.name == expected and cfg.name in names()
-    assert cfg.long_doc_frac == (0.6 if stem.endswith("_long") else 0.0)
+    # Each file composes to its pattern's schema: only the parameters the pattern reads.
+    assert OmegaConf.get_type(cfg) is schema_for("mask", expected)
+    assert set(cfg) == {f.name for f in fields(schema_for("mask", expected))}
+    assert cfg.get("long_doc_frac", 0.0) == (0.6 if stem.endswith("_long") else 0.0)
     with open(path) as f:
         if "window:" in f.read():
             assert cfg.window == 1024
@@ -268,7 +279,7 @@ def test_block_mask_equals_torchs_create_block_mask(name, seqlen, bs):
     mask_mod on every pair (eager). Both must give the same blocks, both directions."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    mask = build(MaskConfig(name=name, window=200, block=128, sparse_block=64), seqlen)
+    mask = build(mask_config(dict(name=name, window=200, block=128, sparse_block=64)), seqlen)
     ours = block_mask(mask, bs)
     ref = create_block_mask(mask_mod(mask), None, None, seqlen, seqlen, device="cpu", BLOCK_SIZE=bs)
     for attr in ("kv", "full_kv", "q", "full_q"):
@@ -283,7 +294,7 @@ def test_block_mask_equals_torchs_create_block_mask(name, seqlen, bs):
 @pytest.mark.parametrize("name", names())
 @pytest.mark.parametrize("form", ["slices", "intervals", "dense"])
 def test_every_mask_mod_form_is_exact(name, form):
-    mask = build(MaskConfig(name=name, window=100, block=64, sparse_block=32), 700)
+    mask = build(mask_config(dict(name=name, window=100, block=64, sparse_block=32)), 700)
     q, k = torch.arange(700)[:, None], torch.arange(700)[None, :]
     got = mask_mod(mask, "cpu", form)(torch.tensor(0), torch.tensor(0), q, k)
     assert torch.equal(got, mask.dense())
@@ -292,7 +303,7 @@ def test_every_mask_mod_form_is_exact(name, form):
 def test_mask_mod_default_forms():
     from lcab.masks.flex import mask_mod_kind
 
-    kinds = {n: mask_mod_kind(build(MaskConfig(name=n), 32768)) for n in names()}
+    kinds = {n: mask_mod_kind(build(mask_config(dict(name=n)), 32768)) for n in names()}
     assert kinds.pop("block_sparse") == "tile"
     assert set(kinds.values()) == {"intervals"}
     with pytest.raises(ValueError, match="no exact tile table"):

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lcab.config import MaskConfig
+from lcab.config import BlockDocMaskConfig, DocMaskConfig
 from lcab.masks.documents import (
     draw_lengths,
     load_table,
@@ -17,7 +17,7 @@ from lcab.masks.documents import (
     table_names,
 )
 
-CFG = MaskConfig(name="causal_document")
+CFG = DocMaskConfig(name="causal_document")
 
 
 @pytest.mark.parametrize("seqlen", [1, 2, 7, 257, 1000, 1537, 4096, 65536, 786432])
@@ -89,7 +89,7 @@ def test_long_doc_fraction():
 
 
 def test_block_docs():
-    cfg = replace(CFG, block=64, max_blocks_per_doc=8)
+    cfg = BlockDocMaskConfig(name="block_causal_document", block=64, max_blocks_per_doc=8)
     for s in (1, 63, 64, 1000, 4096):
         lens = sample_block_docs(cfg, s)
         assert sum(lens) == s

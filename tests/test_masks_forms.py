@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from lcab.config import MaskConfig
+from lcab.config import (
+    BlockDocMaskConfig,
+    BlockSparseMaskConfig,
+    DocMaskConfig,
+    MaskConfig,
+    PrefixDocMaskConfig,
+    PrefixMaskConfig,
+    WindowMaskConfig,
+    mask_config,
+)
 from lcab.masks import AttnMask, build
 from lcab.masks.forms import VarlenForm, is_causal, is_full, varlen_form, why_not_varlen
 from lcab.masks.regions import band, bounds
@@ -90,7 +99,7 @@ def test_varlen_form_is_derived_from_rows():
 @pytest.mark.parametrize("seqlen", [1, 7, 1000, 1537, 16384])
 def test_varlen_documents(name, seqlen):
     for params in ({}, {"long_doc_frac": 0.6, "long_min": 100, "long_max": 900, "seed": 5}):
-        m = build(replace(MaskConfig(name=name), **params), seqlen)
+        m = build(replace(mask_config(dict(name=name)), **params), seqlen)
         f = varlen_form(m)
         assert f is not None
         assert f.cu_seqlens == tuple(bounds(m.doc_lens).tolist())
@@ -108,13 +117,13 @@ def test_varlen_single_sequence_patterns():
     s = 1000
     assert varlen_form(build(MaskConfig(name="causal"), s)) == VarlenForm((0, s), True, -1, 0)
     assert varlen_form(build(MaskConfig(name="full"), s)) == VarlenForm((0, s), False, -1, -1)
-    assert varlen_form(build(MaskConfig(name="sliding_window", window=64), s)) == VarlenForm(
+    assert varlen_form(build(WindowMaskConfig(name="sliding_window", window=64), s)) == VarlenForm(
         (0, s), False, 63, 63
     )
-    f = varlen_form(build(MaskConfig(name="sliding_window_causal", window=64), s))
+    f = varlen_form(build(WindowMaskConfig(name="sliding_window_causal", window=64), s))
     assert f == VarlenForm((0, s), True, 63, 0) and f.has_window
     # A window wider than the sequence is no window at all: derived from rows, not from the name.
-    assert varlen_form(build(MaskConfig(name="sliding_window_causal", window=4096), s)) == VarlenForm(
+    assert varlen_form(build(WindowMaskConfig(name="sliding_window_causal", window=4096), s)) == VarlenForm(
         (0, s), True, -1, 0
     )
 
@@ -122,13 +131,13 @@ def test_varlen_single_sequence_patterns():
 @pytest.mark.parametrize(
     "cfg",
     [
-        MaskConfig(name="share_question", max_doc_frac=0.1),
-        MaskConfig(name="block_sparse", sparse_block=64, density=0.5),
-        MaskConfig(name="prefix_lm_causal", prefix=0.3),
-        MaskConfig(name="prefix_lm_document"),
-        MaskConfig(name="causal_blockwise"),
-        MaskConfig(name="global_sliding_window", window=64),
-        MaskConfig(name="block_causal_document", block=64),
+        DocMaskConfig(name="share_question", max_doc_frac=0.1),
+        BlockSparseMaskConfig(name="block_sparse", sparse_block=64, density=0.5),
+        PrefixMaskConfig(name="prefix_lm_causal", prefix=0.3),
+        PrefixDocMaskConfig(name="prefix_lm_document"),
+        DocMaskConfig(name="causal_blockwise"),
+        WindowMaskConfig(name="global_sliding_window", window=64),
+        BlockDocMaskConfig(name="block_causal_document", block=64),
     ],
     ids=lambda c: c.name,
 )
@@ -151,11 +160,11 @@ def test_full_and_causal_from_rows():
     for s in (1, 7, 1000):
         assert is_full(build(MaskConfig(name="full"), s)) and is_causal(build(MaskConfig(name="causal"), s))
         # Same visibility through other generators counts too.
-        assert is_full(build(MaskConfig(name="sliding_window", window=s), s))
-        assert is_causal(build(MaskConfig(name="sliding_window_causal", window=s), s))
-        assert is_full(build(MaskConfig(name="block_sparse", sparse_block=16, density=1.0), s))
+        assert is_full(build(WindowMaskConfig(name="sliding_window", window=s), s))
+        assert is_causal(build(WindowMaskConfig(name="sliding_window_causal", window=s), s))
+        assert is_full(build(BlockSparseMaskConfig(name="block_sparse", sparse_block=16, density=1.0), s))
     for name in ("causal_document", "sliding_window", "prefix_lm_causal", "share_question"):
-        m = build(MaskConfig(name=name, window=5, prefix=0.3), 1000)
+        m = build(mask_config(dict(name=name, window=5, prefix=0.3)), 1000)
         assert not is_full(m) and not is_causal(m)
     assert not is_full(build(MaskConfig(name="causal"), 7)) and not is_causal(
         build(MaskConfig(name="full"), 7)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.masks import build, names
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -46,7 +46,7 @@ def test_compiled_block_mask_and_flex_kernel(name, seqlen):
 
     from lcab.masks.flex import block_mask
 
-    mask = build(MaskConfig(name=name, **SMALL), seqlen)
+    mask = build(mask_config(dict(name=name, **SMALL)), seqlen)
     gpu = block_mask(mask, 128, "cuda")
     cpu = block_mask(mask, 128, "cpu")
     for a, b in zip(_blocks(gpu), _blocks(cpu), strict=True):

@@ -11,7 +11,7 @@ import pytest
 from lcab_cli import lcab_run, rows
 from lcab_cli import run_module as lcab_module
 
-from lcab.config import MaskConfig
+from lcab.config import mask_config
 from lcab.masks import build as build_mask
 from lcab.masks.tiles import tile_occupancy
 from lcab.report import paper
@@ -92,7 +92,7 @@ def test_mask_vs_full_only_for_native_masks(study):
             r["metrics"]["tflops"] / full[(k, s)] < 0.5
         )
         # The tile bound is the recorded mask's, rebuilt from the row's own config.
-        mask = build_mask(MaskConfig(**r["config"]["mask"]), s)
+        mask = build_mask(mask_config(r["config"]["mask"]), s)
         assert float(row["tile bound"].iloc[0]) == pytest.approx(tile_occupancy(mask, 128))
         assert float(row["of bound"].iloc[0]) == pytest.approx(
             r["metrics"]["tflops"] / full[(k, s)] / tile_occupancy(mask, 128)

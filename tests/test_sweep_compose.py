@@ -28,7 +28,14 @@ JOBS = [
     ["kernel=flex", "mask=causal_document", "seqlen=32k", "bench.mode=bwd", *PAPER],
     ["kernel=flex", "mask=causal_document", "seqlen=1k", "bench.mode=fwd", *PAPER],
     ["kernel=sdpa", "mask=full", "seqlen=48k", "bench.mode=fwd", *PAPER],
-    ["kernel=flex", "mask.window=64", "bench.verify=true", "bench.iters=7", "shape=small"],
+    [
+        "kernel=flex",
+        "mask=sliding_window",
+        "mask.window=64",
+        "bench.verify=true",
+        "bench.iters=7",
+        "shape=small",
+    ],
     ["cp=usp", "cp.ulysses_degree=2", "cluster.nproc=4", "kernel=flex", "kernel.block_size=64"],
     ["seqlen=4096", "bench.budget_ms=12.5", "hydra.job.chdir=false"],
     ["cluster=slurm", "cluster.nodes=2", "cluster.partition=gpu", "seqlen=2k"],  # submitit's conf

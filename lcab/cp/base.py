@@ -16,12 +16,12 @@ groups are consecutive ranks (rank = ring_index * U + u), so the all-to-all stay
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from lcab.config import ConfigError
+from lcab.config import ConfigError, CPConfig, MeshCPConfig
 from lcab.cp.comm import Comm
 from lcab.cp.groups import cell_groups
 from lcab.cp.sharding import Shard, make_shard
@@ -108,21 +108,31 @@ class Strategy:
     summary: str = ""
     # Why cp.emulate cannot run this strategy at all ("" = see emulated_step), checked first.
     cannot_emulate: str = ""
+    # The schema of cp/<name>.yaml (lcab.config): the fields this strategy reads, no other's.
+    config: type[CPConfig] = CPConfig
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
+    def settings(self, cp: Mapping | CPConfig) -> CPConfig:
+        """cp as this strategy's schema: a row's or a test's dict keeps the keys the schema has,
+        the rest from the schema's defaults (0 degrees = the rest of the world)."""
+        if isinstance(cp, CPConfig):
+            return cp
+        names = {f.name for f in fields(self.config)}
+        return self.config(**{k: v for k, v in {"name": self.name, **cp}.items() if k in names})
+
+    def degrees(self, cp: CPConfig, world: int) -> Degrees:
         raise NotImplementedError
 
-    def check(self, cp: dict, shape: ShapeSpec, world: int) -> Degrees:
-        deg = self.degrees(cp, world)
+    def check(self, cp: Mapping | CPConfig, shape: ShapeSpec, world: int) -> Degrees:
+        deg = self.degrees(self.settings(cp), world)
         if deg.ulysses * deg.ring != world:
             raise ConfigError(
                 f"world size {world} != ulysses degree {deg.ulysses} x ring degree {deg.ring} ({self.name})"
             )
         return replace(deg, kv_replicas=check_heads(deg.ulysses, shape))
 
-    def shard(self, cp: dict, mask: AttnMask, world: int) -> Shard:
+    def shard(self, cp: Mapping | CPConfig, mask: AttnMask, world: int) -> Shard:
         """How the sequence is cut over the ranks (cp.shard)."""
-        return make_shard(cp["shard"], mask, world)
+        return make_shard(self.settings(cp).shard, mask, world)
 
     def footprint(self, shape: ShapeSpec, seqlen: int, mode: str, world: int, extra: int) -> memory.Footprint:
         """What one rank needs before the mask exists: its share of the step's tensors and the
@@ -207,10 +217,10 @@ def degree(value: int, default: int) -> int:
     return int(value) if int(value) > 0 else default
 
 
-def mesh_degrees(cp: dict, world: int, strategy: str) -> Degrees:
+def mesh_degrees(cp: MeshCPConfig, world: int, strategy: str) -> Degrees:
     """A 2-D (Ulysses x ring) mesh from cp.ulysses_degree / cp.ring_degree; 0 = the rest of the world."""
-    u = degree(cp.get("ulysses_degree", 0), 0)
-    r = degree(cp.get("ring_degree", 0), 0)
+    u = degree(cp.ulysses_degree, 0)
+    r = degree(cp.ring_degree, 0)
     if u == 0 and r == 0:
         raise ConfigError(f"{strategy} needs cp.ulysses_degree or cp.ring_degree")
     if u == 0:

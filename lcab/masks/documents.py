@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import BlockDocMaskConfig, DocMaskConfig
 
 # Draws are made in fixed-size batches so a seed gives the same lengths however many are used.
 _BATCH = 64
@@ -77,11 +77,11 @@ def draw_lengths(
     return np.where(is_long, long, short)
 
 
-def max_doc_len(cfg: MaskConfig, seqlen: int) -> int:
+def max_doc_len(cfg: DocMaskConfig, seqlen: int) -> int:
     return max(1, int(np.floor(cfg.max_doc_frac * seqlen)))
 
 
-def sample_doc_lens(cfg: MaskConfig, seqlen: int) -> tuple[int, ...]:
+def sample_doc_lens(cfg: DocMaskConfig, seqlen: int) -> tuple[int, ...]:
     """Document lengths summing to exactly seqlen; a pure function of (cfg, seqlen)."""
     if seqlen < 1:
         raise ValueError(f"seqlen must be >= 1, got {seqlen}")
@@ -109,7 +109,7 @@ def sample_doc_lens(cfg: MaskConfig, seqlen: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def sample_block_docs(cfg: MaskConfig, seqlen: int) -> tuple[int, ...]:
+def sample_block_docs(cfg: BlockDocMaskConfig, seqlen: int) -> tuple[int, ...]:
     """block_causal_document's documents: 1..max_blocks_per_doc whole blocks each, packed to S."""
     if cfg.block < 1 or cfg.max_blocks_per_doc < 1:
         raise ValueError(
@@ -136,7 +136,7 @@ def _check_count(n_docs: int, seqlen: int) -> None:
         )
 
 
-def doc_params(cfg: MaskConfig) -> dict:
+def doc_params(cfg: DocMaskConfig) -> dict:
     """The parameters that decide the documents, for the record."""
     p = {"seed": cfg.seed, "doc_table": cfg.doc_table, "max_doc_frac": cfg.max_doc_frac}
     if cfg.long_doc_frac > 0:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lcab import kernels
-from lcab.config import MaskConfig, typed
+from lcab.config import mask_config, typed
 from lcab.cp import registry
 from lcab.cp.base import RankPlan, RunCtx, Strategy, Topology
 from lcab.cp.comm import Comm
@@ -43,7 +43,7 @@ def load_kernel(config: Mapping) -> Kernel:
 
 
 def cell_mask(config: Mapping) -> AttnMask:
-    return build_mask(MaskConfig(**config["mask"]), config["seqlen"])
+    return build_mask(mask_config(config["mask"]), config["seqlen"])
 
 
 def emulated_world(config: Mapping) -> int:
@@ -86,7 +86,8 @@ def prepare(
     if need is not None:
         memory.check(need, device)
     shard = strategy.shard(cp, mask, world)
-    topo = Topology(world, rank, deg, intra=typed("cp", cp).ulysses_intra_node)
+    # Where Ulysses groups sit on the mesh; a strategy whose schema lacks it has one axis only.
+    topo = Topology(world, rank, deg, intra=getattr(strategy.settings(cp), "ulysses_intra_node", True))
     plan = strategy.plan(mask, shard, topo, kernel, shape)
     if mode != "fwd" and plan.no_backward:  # peers whose backward is missing
         raise Unsupported(plan.no_backward)

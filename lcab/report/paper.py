@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lcab.config import MaskConfig
+from lcab.config import group_schemas, mask_config
 from lcab.masks import build as build_mask
 from lcab.masks.tiles import tile_occupancy
 from lcab.report.load import load, measurable
@@ -41,12 +41,12 @@ TILE = 128  # the query x key tile of cuDNN's and FlashAttention's Hopper kernel
 
 @cache
 def _occupancy(mask_items: tuple, seqlen: int) -> float:
-    return tile_occupancy(build_mask(MaskConfig(**dict(mask_items)), seqlen), TILE)
+    return tile_occupancy(build_mask(mask_config(dict(mask_items)), seqlen), TILE)
 
 
 def tile_bound(r: dict) -> float | None:
     """The row's mask rebuilt from its recorded config: 128x128 tile occupancy."""
-    keys = [f.name for f in fields(MaskConfig)]
+    keys = list(dict.fromkeys(f.name for node in group_schemas("mask") for f in fields(node)))
     items = {k: r.get(f"config.mask.{k}") for k in keys}
     if items["name"] is None:
         return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lcab.config import ConfigError
+from lcab.config import ConfigError, DoubleRingCPConfig
 from lcab.cp.base import Degrees, RunCtx, Topology, degree
 from lcab.cp.rings import RingLike, ring_plan, rotating
 from lcab.cp.tiled_lse import GradFn, TiledPlan
@@ -85,10 +85,12 @@ class DoubleRing(RingLike):
     name = "double_ring"
     summary = "LoongTrain double ring: inner ring per window, outer ring across windows"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
-        u = degree(cp.get("ulysses_degree", 0), 1)
-        r = degree(cp.get("ring_degree", 0), world // u if world % u == 0 else 0)
-        nw = int(cp.get("windows", 0) or 0) or (default_windows(r) if r else 1)
+    config = DoubleRingCPConfig
+
+    def degrees(self, cp: DoubleRingCPConfig, world: int) -> Degrees:
+        u = degree(cp.ulysses_degree, 1)
+        r = degree(cp.ring_degree, world // u if world % u == 0 else 0)
+        nw = int(cp.windows or 0) or (default_windows(r) if r else 1)
         if r and r % nw:
             raise ConfigError(f"double_ring: {nw} windows do not divide ring degree {r}")
         return Degrees(ulysses=u, ring=r, windows=nw)

@@ -4,12 +4,12 @@ whole mask, so a single-device cell runs the same cell pipeline as every CP stra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
-from lcab.config import ConfigError
+from lcab.config import ConfigError, CPConfig
 from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology
 from lcab.cp.sharding import Shard
 from lcab.harness import memory
@@ -28,12 +28,12 @@ class Identity(Strategy):
     name = "none"
     summary = "no context parallelism: one device, the kernel on the whole mask"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
+    def degrees(self, cp: CPConfig, world: int) -> Degrees:
         if world != 1:
             raise ConfigError(f"cp=none runs on one process; got world {world} (use a cp strategy)")
         return Degrees(ulysses=1, ring=1)
 
-    def shard(self, cp: dict, mask: AttnMask, world: int) -> Shard:
+    def shard(self, cp: Mapping | CPConfig, mask: AttnMask, world: int) -> Shard:
         n = mask.seqlen_q
         return Shard("none", n, [[(0, n)]], n, {"pad_tokens": 0, "tokens_per_rank": [n]})
 

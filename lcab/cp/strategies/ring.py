@@ -4,6 +4,7 @@ the block it holds; partial (out, lse) merge in fp32; backward sends dK/dV aroun
 
 from __future__ import annotations
 
+from lcab.config import RingCPConfig
 from lcab.cp.base import Degrees, degree
 from lcab.cp.rings import RingLike
 
@@ -12,5 +13,7 @@ class Ring(RingLike):
     name = "ring"
     summary = "P2P ring: K/V rotate with send/recv overlapped with compute, fp32 LSE merge"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
-        return Degrees(ulysses=1, ring=degree(cp.get("ring_degree", 0), world))
+    config = RingCPConfig
+
+    def degrees(self, cp: RingCPConfig, world: int) -> Degrees:
+        return Degrees(ulysses=1, ring=degree(cp.ring_degree, world))

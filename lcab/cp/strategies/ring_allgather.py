@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lcab.config import RingCPConfig
 from lcab.cp.base import Degrees, RunCtx, Strategy, Topology, degree
 from lcab.cp.emulation import RankBuffers, kv_block_bytes, take_rows, tiled_step
 from lcab.cp.merge import LseAccumulator, acc_dtype
@@ -75,8 +76,10 @@ class RingAllGather(Strategy):
     name = "ring_allgather"
     summary = "all-gather K/V (Llama-3), reduce-scatter dK/dV"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
-        return Degrees(ulysses=1, ring=degree(cp.get("ring_degree", 0), world))
+    config = RingCPConfig
+
+    def degrees(self, cp: RingCPConfig, world: int) -> Degrees:
+        return Degrees(ulysses=1, ring=degree(cp.ring_degree, world))
 
     def group_specs(self, topo: Topology) -> dict:
         return {"ring": [topo.ring_ranks(0)]}

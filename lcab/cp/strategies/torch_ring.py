@@ -18,12 +18,14 @@ through torch's functional collectives, so lcab counts neither bytes nor compute
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from lcab.config import RingCPConfig
 from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, degree, full_or_causal_only
 from lcab.cp.sharding import Shard
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
@@ -112,10 +114,12 @@ class TorchRing(Strategy):
     summary = "peer: PyTorch's context_parallel (ring over SDPA, head-tail load balancing)"
     cannot_emulate = "torch_ring is a peer implementation; cp.emulate runs lcab's strategies only"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
-        return Degrees(ulysses=1, ring=degree(cp.get("ring_degree", 0), world))
+    config = RingCPConfig
 
-    def check(self, cp: dict, shape: ShapeSpec, world: int) -> Degrees:
+    def degrees(self, cp: RingCPConfig, world: int) -> Degrees:
+        return Degrees(ulysses=1, ring=degree(cp.ring_degree, world))
+
+    def check(self, cp: Mapping | RingCPConfig, shape: ShapeSpec, world: int) -> Degrees:
         deg = super().check(cp, shape, world)
         _api()
         if shape.device.type != "cuda":

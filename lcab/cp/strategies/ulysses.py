@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lcab.config import UlyssesCPConfig
 from lcab.cp.base import Degrees, RunCtx, Strategy, Topology, degree
 from lcab.cp.emulation import RankBuffers, mesh_bytes, rank_heads, tiled_step
 from lcab.cp.heads import group_concat_runs, local_shape, to_heads, to_seq
@@ -36,8 +37,10 @@ class Ulysses(Strategy):
     name = "ulysses"
     summary = "all-to-all to head sharding, full mask per head group, all-to-all back"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
-        return Degrees(ulysses=degree(cp.get("ulysses_degree", 0), world), ring=1)
+    config = UlyssesCPConfig
+
+    def degrees(self, cp: UlyssesCPConfig, world: int) -> Degrees:
+        return Degrees(ulysses=degree(cp.ulysses_degree, world), ring=1)
 
     def group_specs(self, topo: Topology) -> dict:
         return {"uly": [topo.uly_ranks(i) for i in range(topo.deg.ring)]}

@@ -6,6 +6,7 @@ NVLink) and the ring across them; false swaps the two.
 
 from __future__ import annotations
 
+from lcab.config import MeshCPConfig
 from lcab.cp.base import Degrees, mesh_degrees
 from lcab.cp.rings import RingLike
 
@@ -14,5 +15,7 @@ class Usp(RingLike):
     name = "usp"
     summary = "Ulysses degree x ring degree (2-D mesh), ring over Ulysses groups"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
+    config = MeshCPConfig
+
+    def degrees(self, cp: MeshCPConfig, world: int) -> Degrees:
         return mesh_degrees(cp, world, self.name)

@@ -26,12 +26,13 @@ Communication is counted by wrapping the torch.distributed calls yunchang's modu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from lcab.config import MeshCPConfig
 from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, full_or_causal_only, mesh_degrees
 from lcab.cp.comm import CommStats, nbytes
 from lcab.cp.heads import local_shape
@@ -222,7 +223,9 @@ class YunchangUsp(Strategy):
     summary = "peer: yunchang's LongContextAttention (USP), its groups, all-to-all, ring and merge"
     cannot_emulate = "yunchang_usp is a peer implementation; cp.emulate runs lcab's strategies only"
 
-    def degrees(self, cp: dict, world: int) -> Degrees:
+    config = MeshCPConfig
+
+    def degrees(self, cp: MeshCPConfig, world: int) -> Degrees:
         return mesh_degrees(cp, world, self.name)
 
     def process_groups(self, topo: Topology, source: str, device: torch.device) -> dict:
@@ -232,7 +235,7 @@ class YunchangUsp(Strategy):
             "yunchang": yunchang_groups(d.ulysses, d.ring, topo.intra),
         }
 
-    def check(self, cp: dict, shape: ShapeSpec, world: int) -> Degrees:
+    def check(self, cp: Mapping | MeshCPConfig, shape: ShapeSpec, world: int) -> Degrees:
         try:
             import yunchang  # noqa: F401
         except ImportError as exc:

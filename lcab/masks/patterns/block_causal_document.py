@@ -8,11 +8,11 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import BlockDocMaskConfig
 
 
 @register("block_causal_document")
-def block_causal_document(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def block_causal_document(cfg: BlockDocMaskConfig, seqlen: int) -> AttnMask:
     """Docs of 1..max_blocks_per_doc whole blocks (block-aligned from 0; the last doc and block
     may be cut at S); a query block sees its doc from the doc start to its own block end
     (causal at block granularity, as in blockwise video/AR-diffusion training)."""

@@ -8,7 +8,7 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import BlockSparseMaskConfig
 
 
 def kept_blocks(density: float, n_blocks: int) -> int:
@@ -18,7 +18,7 @@ def kept_blocks(density: float, n_blocks: int) -> int:
     return min(n_blocks, max(1, round(density * n_blocks)))
 
 
-def block_table(cfg: MaskConfig, seqlen: int) -> np.ndarray:
+def block_table(cfg: BlockSparseMaskConfig, seqlen: int) -> np.ndarray:
     """[n_blocks, n_blocks] bool: which key blocks each query block keeps; seeded by cfg.seed."""
     b = cfg.sparse_block
     if b < 1:
@@ -34,7 +34,7 @@ def block_table(cfg: MaskConfig, seqlen: int) -> np.ndarray:
 
 
 @register("block_sparse")
-def block_sparse(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def block_sparse(cfg: BlockSparseMaskConfig, seqlen: int) -> AttnMask:
     b = cfg.sparse_block
     table = block_table(cfg, seqlen)
     nb = table.shape[0]

@@ -8,11 +8,11 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import DocMaskConfig
 
 
 @register("causal_blockwise")
-def causal_blockwise(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def causal_blockwise(cfg: DocMaskConfig, seqlen: int) -> AttnMask:
     """Causal within each doc; the last doc also sees every earlier token (in-context examples
     followed by the query). Its rows are one bottom-right-aligned causal slice over [0, S)."""
     lens = sample_doc_lens(cfg, seqlen)

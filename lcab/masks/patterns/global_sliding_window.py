@@ -7,11 +7,11 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import WindowMaskConfig
 
 
 @register("global_sliding_window")
-def global_sliding_window(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def global_sliding_window(cfg: WindowMaskConfig, seqlen: int) -> AttnMask:
     """Longformer-style: the first g = min(w, S) tokens are global (they see every key and every
     query sees them); elsewhere |q - k| < w. Rows [g, S) get the global keys as one full slice
     and the window as a band over the disjoint key range [g, S)."""

@@ -6,7 +6,7 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import PrefixMaskConfig
 
 
 def prefix_len(frac: float, n: int) -> int:
@@ -27,7 +27,7 @@ def prefix_lm_slices(s: int, e: int, p: int) -> list[Slice]:
 
 
 @register("prefix_lm_causal")
-def prefix_lm_causal(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def prefix_lm_causal(cfg: PrefixMaskConfig, seqlen: int) -> AttnMask:
     p = prefix_len(cfg.prefix, seqlen)
     return AttnMask(
         tuple(prefix_lm_slices(0, seqlen, p)),

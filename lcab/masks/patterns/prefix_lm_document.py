@@ -9,11 +9,11 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import PrefixDocMaskConfig
 
 
 @register("prefix_lm_document")
-def prefix_lm_document(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def prefix_lm_document(cfg: PrefixDocMaskConfig, seqlen: int) -> AttnMask:
     """Each doc: a full prefix of round(prefix * len) tokens, then causal over the doc."""
     lens = sample_doc_lens(cfg, seqlen)
     slices = [sl for s, e in docs(lens) for sl in prefix_lm_slices(s, e, prefix_len(cfg.prefix, e - s))]

@@ -8,11 +8,11 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask, Slice, SliceType
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import DocMaskConfig
 
 
 @register("share_question")
-def share_question(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def share_question(cfg: DocMaskConfig, seqlen: int) -> AttnMask:
     """doc0 is a shared question, later docs are answers to it (reward-model / GRPO packing):
     question + first answer form one causal block; every later answer sees the whole question
     and itself causally, but not the other answers."""

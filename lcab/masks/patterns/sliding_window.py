@@ -7,11 +7,11 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import WindowMaskConfig
 
 
 @register("sliding_window")
-def sliding_window(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def sliding_window(cfg: WindowMaskConfig, seqlen: int) -> AttnMask:
     """|q - k| < w: w - 1 keys on each side plus the diagonal."""
     w = check_window(cfg.window, "sliding_window")
     slices = band(0, seqlen, w - 1, w - 1)

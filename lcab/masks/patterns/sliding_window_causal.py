@@ -7,11 +7,11 @@ from lcab.masks.registry import register
 from lcab.masks.slices import AttnMask
 
 if TYPE_CHECKING:
-    from lcab.config import MaskConfig
+    from lcab.config import WindowMaskConfig
 
 
 @register("sliding_window_causal")
-def sliding_window_causal(cfg: MaskConfig, seqlen: int) -> AttnMask:
+def sliding_window_causal(cfg: WindowMaskConfig, seqlen: int) -> AttnMask:
     """0 <= q - k < w: the diagonal and w - 1 keys before it."""
     w = check_window(cfg.window, "sliding_window_causal")
     slices = band(0, seqlen, w - 1, 0)
