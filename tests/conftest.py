@@ -26,3 +26,20 @@ def pools():
     yield get
     for p in made.values():
         p.close()
+
+
+# Test files that take minutes (real Slurm, killed sweeps, README commands, the CP matrix): run
+# first, so the two xdist workers finish together instead of one waiting on the last long file.
+_LONG_FILES = (
+    "test_scaleout_dist.py",
+    "test_scaleout.py",
+    "test_readme_commands.py",
+    "test_cp_matrix.py",
+    "test_cp_peers.py",
+    "test_fuzz_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(_LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(_LONG_FILES)))
