@@ -28,8 +28,8 @@ def pools():
         p.close()
 
 
-# Test files that take minutes (real Slurm, killed sweeps, README commands, the CP matrix): run
-# first, so the two xdist workers finish together instead of one waiting on the last long file.
+# Test files that take minutes (real Slurm, killed sweeps, README commands, the CP matrix) run
+# first in a plain (one-process) run; under xdist this only orders files of equal test counts.
 _LONG_FILES = (
     "test_scaleout_dist.py",
     "test_scaleout.py",
