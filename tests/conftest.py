@@ -28,18 +28,21 @@ def pools():
         p.close()
 
 
-# Test files that take minutes (real Slurm, killed sweeps, README commands, the CP matrix) run
-# first in a plain (one-process) run; under xdist this only orders files of equal test counts.
-_LONG_FILES = (
-    "test_scaleout_dist.py",
-    "test_scaleout.py",
-    "test_readme_commands.py",
-    "test_cp_matrix.py",
-    "test_cp_peers.py",
-    "test_fuzz_cli.py",
-)
+# Test files that take minutes although they hold few tests (real Slurm jobs, killed and resumed
+# sweeps, signals): xdist hands out files by test count, most first, so alone these would start
+# last and leave one worker running them while the other idles. They join the largest file's
+# unit instead (test_masks.py: hundreds of fast tests), which starts first; each file still runs
+# whole on one worker, so module fixtures (the local Slurm cluster) stay in one process.
+_LONG_FEW = ("test_scaleout_dist.py", "test_scaleout.py", "test_interrupt.py")
+_FIRST_UNIT = "tests/test_masks.py"
 
 
-def pytest_collection_modifyitems(items) -> None:
-    rank = {name: i for i, name in enumerate(_LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(_LONG_FILES)))
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongFilesFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return _FIRST_UNIT if scope.rsplit("/", 1)[-1] in _LONG_FEW else scope
+
+    return LongFilesFirst(config, log)
