@@ -37,6 +37,7 @@ _LONG_FEW = ("test_scaleout_dist.py", "test_scaleout.py", "test_interrupt.py")
 _FIRST_UNIT = "tests/test_masks.py"
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (-p no:xdist) has no such hook
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from lcab.config import ConfigError, CPConfig, MeshCPConfig
+from lcab.config import ConfigError, CPConfig, MeshCPConfig, RingCPConfig
 from lcab.cp.comm import Comm
 from lcab.cp.groups import cell_groups
 from lcab.cp.sharding import Shard, make_shard
@@ -230,3 +230,12 @@ def mesh_degrees(cp: MeshCPConfig, world: int, strategy: str) -> Degrees:
     if u * r != world:
         raise ConfigError(f"world size {world} is not ulysses degree {u} x ring degree {r} ({strategy})")
     return Degrees(ulysses=u, ring=r)
+
+
+class RingOnly:
+    """Mixin for strategies whose one dimension is the ring (ring, ring_allgather, torch_ring)."""
+
+    config = RingCPConfig
+
+    def degrees(self, cp: RingCPConfig, world: int) -> Degrees:
+        return Degrees(ulysses=1, ring=degree(cp.ring_degree, world))

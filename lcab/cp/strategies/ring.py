@@ -4,16 +4,10 @@ the block it holds; partial (out, lse) merge in fp32; backward sends dK/dV aroun
 
 from __future__ import annotations
 
-from lcab.config import RingCPConfig
-from lcab.cp.base import Degrees, degree
+from lcab.cp.base import RingOnly
 from lcab.cp.rings import RingLike
 
 
-class Ring(RingLike):
+class Ring(RingOnly, RingLike):
     name = "ring"
     summary = "P2P ring: K/V rotate with send/recv overlapped with compute, fp32 LSE merge"
-
-    config = RingCPConfig
-
-    def degrees(self, cp: RingCPConfig, world: int) -> Degrees:
-        return Degrees(ulysses=1, ring=degree(cp.ring_degree, world))

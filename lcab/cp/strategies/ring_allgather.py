@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lcab.config import RingCPConfig
-from lcab.cp.base import Degrees, RunCtx, Strategy, Topology, degree
+from lcab.cp.base import RingOnly, RunCtx, Strategy, Topology
 from lcab.cp.emulation import RankBuffers, kv_block_bytes, take_rows, tiled_step
 from lcab.cp.merge import LseAccumulator, acc_dtype
 from lcab.cp.submask import Run
@@ -72,14 +71,9 @@ class AllGatherFn(torch.autograd.Function):
         return dq.to(q.dtype), mine[0].to(q.dtype), mine[1].to(q.dtype), None, None
 
 
-class RingAllGather(Strategy):
+class RingAllGather(RingOnly, Strategy):
     name = "ring_allgather"
     summary = "all-gather K/V (Llama-3), reduce-scatter dK/dV"
-
-    config = RingCPConfig
-
-    def degrees(self, cp: RingCPConfig, world: int) -> Degrees:
-        return Degrees(ulysses=1, ring=degree(cp.ring_degree, world))
 
     def group_specs(self, topo: Topology) -> dict:
         return {"ring": [topo.ring_ranks(0)]}

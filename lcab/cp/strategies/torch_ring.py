@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from lcab.config import RingCPConfig
-from lcab.cp.base import Degrees, RankPlan, RunCtx, Strategy, Topology, degree, full_or_causal_only
+from lcab.cp.base import Degrees, RankPlan, RingOnly, RunCtx, Strategy, Topology, full_or_causal_only
 from lcab.cp.sharding import Shard
 from lcab.kernels.base import Kernel, ShapeSpec, Unavailable, Unsupported
 from lcab.masks.slices import AttnMask
@@ -109,15 +109,10 @@ def _pin(backend: str | None):
     return sdpa_kernel([getattr(SDPBackend, backend)])
 
 
-class TorchRing(Strategy):
+class TorchRing(RingOnly, Strategy):
     name = "torch_ring"
     summary = "peer: PyTorch's context_parallel (ring over SDPA, head-tail load balancing)"
     cannot_emulate = "torch_ring is a peer implementation; cp.emulate runs lcab's strategies only"
-
-    config = RingCPConfig
-
-    def degrees(self, cp: RingCPConfig, world: int) -> Degrees:
-        return Degrees(ulysses=1, ring=degree(cp.ring_degree, world))
 
     def check(self, cp: Mapping | RingCPConfig, shape: ShapeSpec, world: int) -> Degrees:
         deg = super().check(cp, shape, world)
