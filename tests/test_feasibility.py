@@ -77,6 +77,17 @@ def test_cell_that_cannot_fit_is_oom_before_anything_is_allocated(tmp_path):
     assert "[  E] torch none causal S=65536" in p.stdout
 
 
+def test_emulated_cell_that_cannot_fit_is_oom_before_anything_is_allocated(tmp_path):
+    """cp.emulate holds the whole sequence's step on one device: 1e9 tokens never fit."""
+    store = tmp_path / "r.jsonl"
+    args = ("cp=ring", "cp.emulate=4", "kernel=sdpa_math", "seqlen=1000000000", f"store={store}")
+    p = lcab_run(tmp_path, *args, preexec_fn=_cap_address_space)
+    (r,) = rows(store)
+    assert r["status"] == "oom", (r["reason"], p.stderr[-2000:])
+    assert r["reason"].startswith("needs ~") and "estimated, nothing allocated" in r["reason"]
+    assert "tensors 3.26 TiB" in r["reason"]  # 1e9 tokens x (q, k, v, out, grads) of the small shape
+
+
 def test_sdpa_64k_fits_by_the_estimate():
     """The check must not refuse what fits: the O(S) kernels at 64K need tens of MiB here."""
     spec = ShapeSpec(1, 4, 2, 32, torch.float32, torch.device("cpu"))

@@ -61,7 +61,8 @@ def prepare(
     emulated: bool = False,
 ) -> Prepared:
     """Everything that needs no communication for `rank` of `world`. Emulated (cp.emulate): all
-    ranks on this device, no per-rank memory check (rank_plan gives the other ranks' plans)."""
+    ranks on this device, the whole sequence's tensors checked (rank_plan gives the other ranks'
+    plans)."""
     c, b = cell.config, cell.config["bench"]
     cp, mode = c["cp"], b["mode"]
     kernel = kernel or load_kernel(c)
@@ -78,8 +79,9 @@ def prepare(
     # What cannot fit is decided before it is allocated (lcab.harness.memory): first what the
     # rank needs whatever the mask, then, with the mask built, what the strategy declares.
     flush = b["l2_flush_mb"] * 2**20 if b["l2_flush"] and device.type == "cuda" else 0
-    if not emulated:
-        memory.check(strategy.footprint(shape, c["seqlen"], mode, world, flush), device)
+    # Emulation holds the whole sequence's step (the monolithic kernel runs beside the ranks):
+    # its tensors are checked as one rank's of world 1.
+    memory.check(strategy.footprint(shape, c["seqlen"], mode, 1 if emulated else world, flush), device)
     mask = cell_mask(c)
     kernel.check(mask, shape)
     need = None if emulated else strategy.mask_footprint(kernel, mask, shape, mode, b["verify"], flush)
