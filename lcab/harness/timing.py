@@ -20,6 +20,9 @@ import torch
 class Timing:
     times_ms: tuple[float, ...]
     warmup: int = 0  # warmup calls made after the first call
+    # Wall time of the untimed first call, synchronized: JIT compilation (flex, FlashAttention-4's
+    # CuTe DSL), autotuning and handle creation show here, never in times_ms.
+    first_call_ms: float | None = None
 
     def quantile(self, q: float) -> float:
         return float(np.quantile(np.asarray(self.times_ms), q))
@@ -53,6 +56,7 @@ class Timing:
             "time_spread": self.spread,
             "iters": len(self.times_ms),
             "warmup": self.warmup,
+            "first_call_ms": self.first_call_ms,
         }
 
 
@@ -127,8 +131,13 @@ def measure_interleaved(
     slow drift of the device (clocks, temperature) spreads over all of them instead of
     penalising whichever is timed last. One call is the plain protocol. `clock` times CPU calls
     and the adaptive probe (CUDA calls are timed by events)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _d: None)
+    first = []
     for call in calls:
+        t0 = clock()
         call()  # first call: compilation, autotuning, handle creation
+        sync(device)
+        first.append((clock() - t0) * 1e3)
     warmup, iters = schedule.warmup, schedule.iters
     probes = 0
     if schedule.adaptive:
@@ -146,7 +155,7 @@ def measure_interleaved(
             break  # a slow noisy cell keeps its spread (recorded per row) rather than the GPU time
         extra = _timed_rounds(calls, device, more, l2_flush_mb, barrier, clock)
         timed = [a + b for a, b in zip(timed, extra, strict=True)]
-    return [Timing(tuple(t), warmup=warmup) for t in timed]
+    return [Timing(tuple(t), warmup=warmup, first_call_ms=f) for t, f in zip(timed, first, strict=True)]
 
 
 def _affordable(timed: list[list[float]], extend_ms: float) -> int:

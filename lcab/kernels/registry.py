@@ -2,7 +2,7 @@
 named as its file, whose Kernel subclass (defined in that module) carries the same name. Names
 are listed without importing anything; an adapter's module is imported only when asked for, and
 optional packages (flash_attn, flash_attn_interface, cudnn, triton) only inside its functions.
-Helpers that several adapters share (sdpa_common, flash_common, varlen_args, torch_eager) live
+Helpers that several adapters share (sdpa_common, flash_family, flash_args, varlen_args, torch_eager) live
 beside the adapters package, in lcab.kernels.
 """
 

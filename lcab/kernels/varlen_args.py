@@ -291,23 +291,12 @@ def band_rows(m: int, n: int, left: int | None, right: int | None, bottom_right:
     return lo, np.maximum(lo, hi)
 
 
-def cudnn_step_layout(mask: AttnMask) -> CudnnLayout:
-    """The sub-mask as one cuDNN call (CudnnLayout), or Unsupported saying why. Exact by
-    construction: every block must reproduce its rows' key ranges under one shared band."""
+def _one_band(mask: AttnMask, cands, who: str) -> CudnnLayout:
+    """The sub-mask as one call whose every block follows one band, trying `cands(dims, blocks)`
+    (left_bound, right_bound, bottom_right) in order; Unsupported saying why if none fits."""
     blocks = _blocks(mask)
     dims = [(r1 - r0, k1 - k0) for r0, r1, k0, k1, _, _ in blocks]
-    ref = max(range(len(blocks)), key=lambda j: dims[j][0] * dims[j][1])
-    # The frontend's own tests keep seq_len_q <= seq_len_kv wherever a left bound or bottom-right
-    # alignment is set (a known limitation there); top-left right bounds take any lengths.
-    wide = all(m <= n for m, n in dims)
-    cands: list[tuple[int | None, int | None, bool]] = [(None, None, False)]
-    for br in (False, True):
-        band = _band_of(*dims[ref], *blocks[ref][4:], br)
-        if band is not None and (wide or (band[0] is None and not br)) and (*band, br) not in cands:
-            cands.append((*band, br))
-    # Plain causal (right bound 0) before a wider right bound, top-left before bottom-right.
-    cands.sort(key=lambda c: (c[1] not in (None, 0), c[2]))
-    for left, right, br in cands:
+    for left, right, br in cands(dims, blocks):
         if all(
             np.array_equal(lo, plo) and np.array_equal(hi, phi)
             for (m, n), (_, _, _, _, lo, hi) in zip(dims, blocks, strict=True)
@@ -325,7 +314,45 @@ def cudnn_step_layout(mask: AttnMask) -> CudnnLayout:
                 br,
             )
     what = "its block" if len(blocks) == 1 else f"its {len(blocks)} diagonal blocks"
-    raise Unsupported(f"{what} do not follow one cuDNN diagonal band (mixed full/causal blocks?)")
+    raise Unsupported(f"{what} do not follow one {who} band (mixed full/causal blocks?)")
+
+
+def _largest(dims) -> int:
+    return max(range(len(dims)), key=lambda j: dims[j][0] * dims[j][1])
+
+
+def cudnn_step_layout(mask: AttnMask) -> CudnnLayout:
+    """The sub-mask as one cuDNN call (CudnnLayout), or Unsupported saying why. Exact by
+    construction: every block must reproduce its rows' key ranges under one shared band."""
+
+    def cands(dims, blocks):
+        ref = _largest(dims)
+        # The frontend's own tests keep seq_len_q <= seq_len_kv wherever a left bound or
+        # bottom-right alignment is set (a known limitation there); top-left right bounds take
+        # any lengths.
+        wide = all(m <= n for m, n in dims)
+        out: list[tuple[int | None, int | None, bool]] = [(None, None, False)]
+        for br in (False, True):
+            band = _band_of(*dims[ref], *blocks[ref][4:], br)
+            if band is not None and (wide or (band[0] is None and not br)) and (*band, br) not in out:
+                out.append((*band, br))
+        # Plain causal (right bound 0) before a wider right bound, top-left before bottom-right.
+        return sorted(out, key=lambda c: (c[1] not in (None, 0), c[2]))
+
+    return _one_band(mask, cands, "cuDNN diagonal")
+
+
+def flash_step_layout(mask: AttnMask) -> CudnnLayout:
+    """The sub-mask as one flash-attn varlen call: sequences of different q and k lengths, and one
+    window aligned at each sequence's bottom-right corner (flash-attn's only alignment: query r of
+    an m x n sequence sees key c iff r + n - m - left <= c <= r + n - m + right). In the returned
+    layout's terms, flash-attn's window_size is (left_bound - 1, right_bound); None unbounded."""
+
+    def cands(dims, blocks):
+        band = _band_of(*dims[_largest(dims)], *blocks[_largest(dims)][4:], True)
+        return [(None, None, True)] + ([(*band, True)] if band is not None else [])
+
+    return _one_band(mask, cands, "flash-attn bottom-right window")
 
 
 def batched_starts(starts: Sequence[int], seqlen: int, batch: int) -> list[int]:
