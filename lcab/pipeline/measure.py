@@ -128,6 +128,7 @@ def measure_ranks(cell: Cell, p: Prepared, device: torch.device, run: RunCtx) ->
     n_inst = max(1, min(3, b["iters"]))
     inst = measure(step, device, Schedule(0, n_inst), 0, barrier)
     compute_ms = run.timer.total_ms() / (n_inst + 1)  # measure() makes one untimed first call
+    regions_ms = {k: v / (n_inst + 1) for k, v in run.timer.region_ms().items()}
     stats = run.comm.stats
     calls = {k: v / (n_inst + 1) for k, v in stats.calls.items()}
     # After every timed call, so the probe's traffic overlaps none of them; collective.
@@ -136,6 +137,7 @@ def measure_ranks(cell: Cell, p: Prepared, device: torch.device, run: RunCtx) ->
         "times_ms": list(timing.times_ms),
         "inst_ms": inst.p50,
         "compute_ms": compute_ms,
+        "regions_ms": regions_ms,
         "bytes_sent": stats.bytes_sent / (n_inst + 1),
         "bytes_by_kind": {k: v / (n_inst + 1) for k, v in stats.bytes_by_kind.items()},
         "calls": calls,
@@ -156,6 +158,8 @@ def measure_ranks(cell: Cell, p: Prepared, device: torch.device, run: RunCtx) ->
     metrics["times_ms"] = list(t.times_ms)
     metrics["rank_time_ms_p50"] = [float(np.median(e["times_ms"])) for e in every]
     metrics["rank_compute_ms"] = [e["compute_ms"] for e in every]
+    # Time outside the kernels by region: "layout" (copies around collectives), "comm" (collectives).
+    metrics["rank_region_ms"] = [e["regions_ms"] for e in every]
     # Exposed communication: what the instrumented call took beyond its kernel time.
     metrics["rank_exposed_comm_ms"] = [max(0.0, e["inst_ms"] - e["compute_ms"]) for e in every]
     metrics["rank_bytes_sent"] = [e["bytes_sent"] for e in every]

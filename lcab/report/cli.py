@@ -72,6 +72,12 @@ def render(
     cells = tables.add_labels(measurable(df))
     kern, hidden_k = tables.kernel_tables(cells)
     cp, hidden_c = tables.cp_tables(cells)
+    from lcab.report import efficiency  # imports paper_cp, which `python -m` may run as __main__
+
+    cp += efficiency.tables(df)  # CP cells against their single-GPU baselines in the same stores
+    from lcab.predict import report as predicted  # lcab.predict's model beside the measurements
+
+    cp += predicted.tables(df)
     files = {t.name: t.write(out / "tables") for t in [*kern, *cp]}
     df[[c for c in CELL_COLUMNS if c in df.columns]].to_csv(out / "tables" / "cells.csv", index=False)
     fig_dir = out / "figures"
@@ -81,6 +87,7 @@ def render(
     figs += figures.cp_scaling(cells, fig_dir)
     figs += figures.cp_ranks(cells, fig_dir)
     figs += figures.cp_area(cells, fig_dir)
+    figs += predicted.figures(df, fig_dir)  # predicted TFLOPs/s per GPU, 8..1024 GPUs
     rep = Report(
         out=out,
         stores=stores,

@@ -14,6 +14,8 @@ the newest row per cell (strategy, its cp settings, kernel, mask, world, S, mode
                       kernel (cp none, world 1) on the same per-GPU work (same kernel, mask, mode
                       and shape at S = tokens per GPU); flags full and causal below 0.9, and
                       causal_document when even the best strategy is below 0.7
+  efficiency.md/.csv  per real CP cell: TFLOPs/s per GPU / the cp=none cell's at the same TOTAL
+                      length (lcab.report.efficiency, issue 16's definition and targets)
   vs_emulated.md/.csv per real CP cell: the one-device emulation of it (cp.emulate == world,
                       from the --emulated stores or the stores themselves): the emulated slowest
                       rank's compute and compute efficiency beside the real run's, and their ratio
@@ -302,8 +304,15 @@ def write(paths: list[str], out: Path, emulated: list[str] | tuple = ()) -> dict
         "strategies": strategies(cells),
         "vs_single": vs_single(cells, single_cells(df)),
         "vs_emulated": vs_emulated(cells, emu),
+        "efficiency": _efficiency(df),
     }
     return save(frames, out)
+
+
+def _efficiency(df: pd.DataFrame) -> pd.DataFrame:
+    from lcab.report.efficiency import frame  # it imports this module
+
+    return frame(df)
 
 
 def main(argv: list[str] | None = None) -> int:

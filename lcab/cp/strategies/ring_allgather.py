@@ -3,12 +3,21 @@
 
 With zigzag sharding and a kernel that takes only full/causal, a rank's two chunks become two
 calls: chunk c against keys [0, end of c), exactly Llama-3's layout. dK/dV reduce in fp32.
+
+The backward's calls are cut at each query run's diagonal (backward_tiles): keys before the run
+(a dense block), keys beside it (a square top-left band, e.g. causal), keys after it. Uncut, a
+zigzag rank's calls are bottom-right bands of different shapes per rank (rank 0: 8K x 8K and
+8K x 32K at S = 32K, world 2; rank 1: one 16K x 24K): equal areas, but cuDNN's backward ran them
+at 65 vs 45 ms on H200 (issue 16). Cut, every rank runs dense blocks and square causal blocks,
+the shapes the single-GPU kernel is fastest on. The forward keeps the fewest calls (no merges);
+the backward recomputes from the saved per-row LSE, so it may tile the mask differently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import torch
 
@@ -17,9 +26,10 @@ from lcab.cp.emulation import RankBuffers, kv_block_bytes, take_rows, tiled_step
 from lcab.cp.merge import LseAccumulator, acc_dtype
 from lcab.cp.submask import Run
 from lcab.cp.tiled_lse import Step, TiledPlan, backward_tiles, forward_tiles
-from lcab.cp.tiles import StepCache, make_tiles
+from lcab.cp.tiles import StepCache, Tile, make_tiles
 from lcab.harness.inputs import StepInputs
-from lcab.kernels.base import ShapeSpec
+from lcab.kernels.base import ShapeSpec, Unsupported
+from lcab.masks.slices import AttnMask
 
 
 def gather_index(shard, device) -> torch.Tensor:
@@ -31,24 +41,54 @@ def gather_index(shard, device) -> torch.Tensor:
     return idx.to(device)
 
 
+def dense(t: Tile) -> bool:
+    return t.area == (t.q1 - t.q0) * (t.k1 - t.k0)
+
+
+def gathered_tiles(mask: AttnMask, q_runs: list[Run], cache: StepCache, cut: bool) -> list[Tile]:
+    """A rank's query runs against the whole gathered K/V: the fewest calls (cut=False), or each
+    run cut at its diagonal into keys before / beside / after it (cut=True; left whole where the
+    calls are dense already or a piece cannot be expressed)."""
+    whole = make_tiles(mask, q_runs, [Run(0, mask.seqlen_k, 0)], cache)
+    if not cut or all(dense(t) for t in whole):
+        return whole
+    tiles: list[Tile] = []
+    try:
+        for qr in q_runs:
+            for a, b in pairwise(sorted({0, qr.g0, qr.g1, mask.seqlen_k})):
+                tiles += make_tiles(mask, [qr], [Run(a, b, a)], cache)
+    except Unsupported:
+        return whole
+    return tiles
+
+
 @dataclass(frozen=True, kw_only=True)
 class AllGatherPlan(TiledPlan):
     gather_index: torch.Tensor  # see gather_index()
+    bwd_tiles: tuple[Tile, ...] = ()  # the backward's calls (gathered_tiles(cut=True))
+
+    def for_backward(self) -> AllGatherPlan:
+        """This plan with the backward's calls as its one step (what emulation times for bwd)."""
+        return replace(self, steps=(Step(None, list(self.bwd_tiles)),))
 
 
 class AllGatherFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan: AllGatherPlan, run: RunCtx):
         w, g = plan.topo.world, run.groups["ring"]
-        kv = torch.stack([k, v])  # [2, B, L, H, D]
-        buf = torch.empty((w * 2, *kv.shape[1:]), dtype=kv.dtype, device=kv.device)
-        run.comm.all_gather(buf, kv, g, "allgather_kv")
-        full = buf.view(w, *kv.shape).movedim(0, 2).reshape(2, kv.shape[1], -1, *kv.shape[3:])
-        full = full.index_select(2, plan.gather_index)  # [2, B, S, H, D], global order
-        acc = LseAccumulator(q)
+        with run.timer.region("layout"):
+            kv = torch.stack([k, v])  # [2, B, L, H, D]
+            buf = torch.empty((w * 2, *kv.shape[1:]), dtype=kv.dtype, device=kv.device)
+        with run.timer.region("comm"):
+            run.comm.all_gather(buf, kv, g, "allgather_kv")
+        with run.timer.region("layout"):
+            full = buf.view(w, *kv.shape).movedim(0, 2).reshape(2, kv.shape[1], -1, *kv.shape[3:])
+            full = full.index_select(2, plan.gather_index)  # [2, B, S, H, D], global order
+            acc = LseAccumulator(q)
         with run.timer:
             forward_tiles(q, full, plan.steps[0].tiles, acc)
-        out = acc.out.to(q.dtype)
+        with run.timer.region("layout"):
+            out = acc.out.to(q.dtype)
         ctx.save_for_backward(q, full, out, acc.lse)
         ctx.plan, ctx.run, ctx.kshape = plan, run, kv.shape
         return out
@@ -59,16 +99,21 @@ class AllGatherFn(torch.autograd.Function):
         plan, run = ctx.plan, ctx.run
         w = plan.topo.world
         adt = acc_dtype(q.dtype)
-        dq = torch.zeros(q.shape, dtype=adt, device=q.device)
-        dfull = torch.zeros(full.shape, dtype=adt, device=q.device)
+        with run.timer.region("layout"):
+            dq = torch.zeros(q.shape, dtype=adt, device=q.device)
+            dfull = torch.zeros(full.shape, dtype=adt, device=q.device)
+            dout = dout.contiguous()
         with run.timer:
-            backward_tiles(dout.contiguous(), q, full, out, lse, plan.steps[0].tiles, dq, dfull)
+            backward_tiles(dout, q, full, out, lse, list(plan.bwd_tiles), dq, dfull)
         _, b, seq, h, d = ctx.kshape
-        scat = dfull.new_zeros(2, b, w * seq, h, d).index_copy_(2, plan.gather_index, dfull)
-        scat = scat.view(2, b, w, seq, h, d).movedim(2, 0).contiguous()
-        mine = torch.empty((2, b, seq, h, d), dtype=adt, device=q.device)
-        run.comm.reduce_scatter(mine.view(-1), scat.view(-1), run.groups["ring"], "reduce_scatter_dkv")
-        return dq.to(q.dtype), mine[0].to(q.dtype), mine[1].to(q.dtype), None, None
+        with run.timer.region("layout"):
+            scat = dfull.new_zeros(2, b, w * seq, h, d).index_copy_(2, plan.gather_index, dfull)
+            scat = scat.view(2, b, w, seq, h, d).movedim(2, 0).contiguous()
+            mine = torch.empty((2, b, seq, h, d), dtype=adt, device=q.device)
+        with run.timer.region("comm"):
+            run.comm.reduce_scatter(mine.view(-1), scat.view(-1), run.groups["ring"], "reduce_scatter_dkv")
+        with run.timer.region("layout"):
+            return dq.to(q.dtype), mine[0].to(q.dtype), mine[1].to(q.dtype), None, None
 
 
 class RingAllGather(RingOnly, Strategy):
@@ -80,7 +125,9 @@ class RingAllGather(RingOnly, Strategy):
 
     def plan(self, mask, shard, topo, kernel, shape: ShapeSpec) -> AllGatherPlan:
         cache = StepCache(kernel, shape)
-        tiles = make_tiles(mask, shard.runs(topo.rank), [Run(0, mask.seqlen_k, 0)], cache)
+        runs = shard.runs(topo.rank)
+        tiles = gathered_tiles(mask, runs, cache, cut=False)
+        bwd = gathered_tiles(mask, runs, cache, cut=True)
         return AllGatherPlan(
             shard=shard,
             topo=topo,
@@ -88,8 +135,9 @@ class RingAllGather(RingOnly, Strategy):
             heads_kv=shape.heads_kv,
             steps=(Step(None, tiles),),
             area=sum(t.area for t in tiles),
-            notes={"step_forms": sorted(cache.forms)},
+            notes={"step_forms": sorted(cache.forms), "calls_fwd": len(tiles), "calls_bwd": len(bwd)},
             gather_index=gather_index(shard, shape.device),
+            bwd_tiles=tuple(bwd),
         )
 
     def attention(self, q, k, v, plan: AllGatherPlan, ctx: RunCtx) -> torch.Tensor:
@@ -99,7 +147,14 @@ class RingAllGather(RingOnly, Strategy):
         q, k, v, dout = (t.detach() for t in (glob.q, glob.k, glob.v, glob.dout))
         idx = torch.from_numpy(plan.shard.index(plan.topo.rank)).to(q.device)
         kv = torch.stack([k, v])  # every rank's K/V, gathered: the whole sequence
-        return tiled_step(plan, RankBuffers(take_rows(q, idx), take_rows(dout, idx), lambda m: kv), mode)
+        bufs = RankBuffers(take_rows(q, idx), take_rows(dout, idx), lambda m: kv)
+        if mode == "fwd":
+            return tiled_step(plan, bufs, mode)
+        bwd = tiled_step(plan.for_backward(), bufs, "bwd")
+        if mode == "bwd":
+            return bwd
+        fwd = tiled_step(plan, bufs, "fwd")
+        return lambda: (fwd(), bwd())
 
     def comm_bytes(self, plan: AllGatherPlan, shape: ShapeSpec, mode: str) -> float:
         """All-gather K/V forward, reduce-scatter dK/dV (fp32) backward."""

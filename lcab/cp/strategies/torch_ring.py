@@ -18,6 +18,7 @@ through torch's functional collectives, so lcab counts neither bytes nor compute
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -81,24 +82,31 @@ def cp_context(mesh, seqlen: int, load_balance: bool, device: torch.device):
 
 
 class TorchCPFn(torch.autograd.Function):
-    """q, k, v [B, L, H, D] local shards -> out [B, L, H, D]; SDPA inside the CP context."""
+    """q, k, v [B, L, H, D] local shards -> out [B, L, H, D]; SDPA inside `enter()` (the CP
+    context), for the forward and again for the backward.
+
+    The SDPA call builds an inner graph that the backward differentiates with autograd.grad.
+    The harness times the backward alone by calling it repeatedly on one forward (retain_graph),
+    so the inner graph is retained too: freeing it after the first backward made the second
+    fail ("Trying to backward through the graph a second time"). It lives as long as ctx, i.e.
+    as long as the outer graph."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mesh, seqlen, causal, load_balance, backend):
-        with torch.enable_grad(), cp_context(mesh, seqlen, load_balance, q.device), _pin(backend):
+    def forward(ctx, q, k, v, enter, causal, backend):
+        with torch.enable_grad(), enter(), _pin(backend):
             qi, ki, vi = (t.detach().transpose(1, 2).requires_grad_() for t in (q, k, v))
             out = F.scaled_dot_product_attention(qi, ki, vi, is_causal=causal)
         ctx.inner = (qi, ki, vi, out)
-        ctx.args = (mesh, seqlen, load_balance, backend)
+        ctx.args = (enter, backend)
         return out.detach().transpose(1, 2)
 
     @staticmethod
     def backward(ctx, dout):
         qi, ki, vi, out = ctx.inner
-        mesh, seqlen, load_balance, backend = ctx.args
-        with cp_context(mesh, seqlen, load_balance, dout.device), _pin(backend):
-            dq, dk, dv = torch.autograd.grad(out, (qi, ki, vi), dout.transpose(1, 2))
-        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), *([None] * 5)
+        enter, backend = ctx.args
+        with enter(), _pin(backend):
+            dq, dk, dv = torch.autograd.grad(out, (qi, ki, vi), dout.transpose(1, 2), retain_graph=True)
+        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None, None, None
 
 
 def _pin(backend: str | None):
@@ -165,8 +173,10 @@ class TorchRing(RingOnly, Strategy):
         if plan.rep > 1:  # the CP ring ops take MHA
             k = k.repeat_interleave(plan.rep, 2)
             v = v.repeat_interleave(plan.rep, 2)
-        mesh = ctx.groups["mesh"]["ring"]
-        return TorchCPFn.apply(q, k, v, mesh, plan.seqlen, plan.causal, plan.load_balance, plan.backend)
+        enter = functools.partial(
+            cp_context, ctx.groups["mesh"]["ring"], plan.seqlen, plan.load_balance, q.device
+        )
+        return TorchCPFn.apply(q, k, v, enter, plan.causal, plan.backend)
 
 
 def probe(device: str = "cpu", seqlen: int = 32, causal: bool = True) -> dict:
@@ -182,7 +192,8 @@ def probe(device: str = "cpu", seqlen: int = 32, causal: bool = True) -> dict:
     cut = [t[:, rank * n : (rank + 1) * n].clone().requires_grad_() for t in (q, k, v)]
     res = {"ok": False, "error": "", "max_err": None, "stage": "forward"}
     try:
-        out = TorchCPFn.apply(*cut, mesh, seqlen, causal, False, None)
+        enter = functools.partial(cp_context, mesh, seqlen, False, torch.device(device))
+        out = TorchCPFn.apply(*cut, enter, causal, None)
         ref = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=causal)
         res["max_err"] = float((out.detach() - ref.transpose(1, 2)[:, rank * n : (rank + 1) * n]).abs().max())
         res["stage"] = "backward"
