@@ -258,6 +258,12 @@ def run_report(step: Step, tmp: Path, world: Path) -> None:
     assert "index.html" in p.stdout
 
 
+def run_predict(step: Step, tmp: Path, world: Path) -> None:
+    """Verbatim in the checkout (the committed stores and calibration files it names)."""
+    p = run_module(ROOT, "lcab.predict", *step.argv[3:], timeout=600)
+    assert p.returncode == 0 and p.stdout.strip(), f"{step.text}\n{p.stderr[-3000:]}"
+
+
 def wandb_sync_dry(step: Step, tmp: Path, world: Path) -> None:
     """Verbatim through bash (its `$(find ...)`), with `--dry-run`, over a tiny logger=wandb sweep
     at the README's path: it would upload each cell's run and the sweep's table run."""
@@ -287,6 +293,7 @@ CLASSES: dict[str, Treatment] = {
     ),
     "GPU sweep script": Treatment(lambda s: s.argv[0] == "scripts/gpu_paper_kernels.sh", run_gpu_script),
     "lcab.report": Treatment(lambda s: _module(s) == "lcab.report", run_report),
+    "lcab.predict": Treatment(lambda s: _module(s) == "lcab.predict", run_predict),
     "wandb sync": Treatment(lambda s: s.argv[:2] == ("wandb", "sync"), wandb_sync_dry),
 }
 
