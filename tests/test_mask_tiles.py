@@ -53,3 +53,16 @@ def test_tile_counts_match_the_dense_mask(name, seqlen, tile):
     n = (seqlen + pad) // tile
     ref = padded.reshape(n, tile, n, tile).sum(dim=(1, 3))
     assert torch.equal(torch.from_numpy(tile_counts(mask, tile)), ref)
+
+
+@pytest.mark.parametrize("name", ["causal", "sliding_window_causal", "causal_document"])
+def test_rectangular_tiles_match_the_dense_mask(name):
+    """64 x 128 (query x key) tiles, FlashAttention's SM90 backward tile at d128."""
+    mask = build(mask_config(dict(name=name, window=200)), 1000)
+    d = mask.dense()
+    pad = torch.nn.functional.pad(d, (0, -1000 % 128, 0, -1000 % 64))
+    touched = pad.reshape(pad.shape[0] // 64, 64, pad.shape[1] // 128, 128).any(dim=3).any(dim=1)
+    rows = torch.tensor([64] * 15 + [1000 - 15 * 64])
+    cols = torch.tensor([128] * 7 + [1000 - 7 * 128])
+    pairs = int((touched * torch.outer(rows, cols)).sum())
+    assert tile_occupancy(mask, 64, 128) == pytest.approx(d.sum().item() / pairs, rel=1e-12)

@@ -14,16 +14,18 @@ import numpy as np
 from lcab.masks.slices import AttnMask
 
 
-def tile_counts(mask: AttnMask, tile: int) -> np.ndarray:
-    """[query tiles, key tiles] int64: the visible (q, k) pairs in each tile, exact.
+def tile_counts(mask: AttnMask, tile: int, tile_k: int | None = None) -> np.ndarray:
+    """[query tiles, key tiles] int64: the visible (q, k) pairs in each tile (tile x tile_k,
+    square by default), exact.
 
     Per row, the visible keys left of a key-tile edge x are sum_j clip(x - lo_j, 0, hi_j - lo_j)
     over the row's intervals; differences across edges give the row's count per key tile, and
     rows add up per query tile. Done in chunks of whole query tiles (~4M values each)."""
+    tile_k = tile if tile_k is None else tile_k
     ri = mask.row_intervals
     sq, sk = mask.seqlen_q, mask.seqlen_k
-    nq, nk = -(-sq // tile), -(-sk // tile)
-    edges = np.minimum(np.arange(nk + 1, dtype=np.int64) * tile, sk)[None, :, None]
+    nq, nk = -(-sq // tile), -(-sk // tile_k)
+    edges = np.minimum(np.arange(nk + 1, dtype=np.int64) * tile_k, sk)[None, :, None]
     lengths = np.maximum(ri.hi - ri.lo, 0)
     out = np.zeros((nq, nk), dtype=np.int64)
     step = tile * max(1, (1 << 22) // (tile * (nk + 1) * ri.max_intervals))
@@ -43,9 +45,9 @@ def tile_sizes(n: int, tile: int) -> np.ndarray:
     return sizes
 
 
-def tile_pairs(mask: AttnMask, tile: int) -> np.ndarray:
+def tile_pairs(mask: AttnMask, tile: int, tile_k: int | None = None) -> np.ndarray:
     """[query tiles, key tiles] int64: the (q, k) pairs each tile covers inside S_q x S_k."""
-    return np.outer(tile_sizes(mask.seqlen_q, tile), tile_sizes(mask.seqlen_k, tile))
+    return np.outer(tile_sizes(mask.seqlen_q, tile), tile_sizes(mask.seqlen_k, tile if tile_k is None else tile_k))
 
 
 def touched_tiles(mask: AttnMask, tile: int) -> int:
@@ -53,10 +55,11 @@ def touched_tiles(mask: AttnMask, tile: int) -> int:
     return int((tile_counts(mask, tile) > 0).sum())
 
 
-def tile_occupancy(mask: AttnMask, tile: int = 128) -> float:
+def touched_pairs(mask: AttnMask, tile: int = 128, tile_k: int | None = None) -> int:
+    """Pairs in the touched tiles, each at its real size (only the last row/column can be short)."""
+    return int(((tile_counts(mask, tile, tile_k) > 0) * tile_pairs(mask, tile, tile_k)).sum())
+
+
+def tile_occupancy(mask: AttnMask, tile: int = 128, tile_k: int | None = None) -> float:
     """Visible pairs / pairs in the touched tiles (edge tiles counted at their real size)."""
-    if mask.area == 0:
-        return 0.0
-    touched = tile_counts(mask, tile) > 0
-    # Each touched tile weighs its real size (only the last row/column of tiles can be short).
-    return mask.area / float((touched * tile_pairs(mask, tile)).sum())
+    return mask.area / float(touched_pairs(mask, tile, tile_k)) if mask.area else 0.0
