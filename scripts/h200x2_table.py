@@ -81,19 +81,33 @@ def table(results: list[str], emulated: list[str]) -> str:
             "| exposed comm ms | isolated comm ms | layout ms | MiB sent/rank | busbw GB/s | emulated eff. | status |"
         )
         out.append("|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---|")
+        skipped: dict[str, list[str]] = {}
         for r in g.to_dict("records"):
+            if r["status"] in ("unsupported", "unavailable"):  # one line per reason, not a row per cell
+                why = f"{r['strategy']}/{r['kernel']}: {r['status']}"
+                skipped.setdefault(why, []).append(f"{r['mask']} {r['mode']}")
+                continue
             row = keyed.get(
                 (r["strategy"], r["shard"], r["kernel"], r["mask"], r["mode"], r["S"], r["world"])
             )
             e = emu.get(tuple(row[c] for c in CELL)) if row is not None else None
             bw = " ".join(f"{k}:{v:.3g}" for k, v in sorted((r["busbw GB/s"] or {}).items()))
             flag = f" ({r['flag']})" if r["flag"] else ""
+            # torch_ring records compute 0 (not separable from torch's ring): no split to show.
+            split = bool(_num(r["max compute ms"]))
             out.append(
                 f"| {r['strategy']}/{r['shard']} | {r['kernel']} | {r['mask']} | {r['mode']} "
                 f"| {_g(r['tflops/GPU'])} | {_g(r['baseline tflops'])} | {_f(r['efficiency'], 3)}{flag} "
-                f"| {_ranks(r['rank compute ms'])} | {_f(r['max exposed comm ms'], 2)} "
+                f"| {_ranks(r['rank compute ms']) if split else 'n/a'} "
+                f"| {_f(r['max exposed comm ms'], 2) if split else 'n/a'} "
                 f"| {_f(r['isolated comm ms'], 2)} | {_f(r['max layout ms'], 2)} | {_mib(r['max bytes sent/rank'])} "
                 f"| {bw} | {_f(e, 3)} | {r['status']} |"
+            )
+        if skipped:
+            out.append(
+                "\nNot run (rows recorded with the reason): "
+                + "; ".join(f"{k} ({len(v)} cells)" for k, v in sorted(skipped.items()))
+                + "."
             )
     return "\n".join(out).lstrip("\n") + "\n"
 
@@ -126,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dir", type=Path)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--readme", type=Path, default=None)
+    ap.add_argument("--also", type=Path, action="append", default=[], help="another store, its own table")
     a = ap.parse_args(argv)
     results = [str(a.dir / "results.jsonl")]
     emulated = [str(p) for p in [a.dir / "emulated.jsonl"] if p.exists()]
     text = table(results, emulated) + calls_table(a.dir / "rank_calls.jsonl")
+    for extra in a.also:  # another store of CP cells with their baselines (e.g. flash4's)
+        text += f"\n### Also: {extra}\n" + ("\n" + table([str(extra)], [])).replace("\n### ", "\n#### ")
     if a.out:
         a.out.write_text(text, encoding="utf-8")
     if a.readme:

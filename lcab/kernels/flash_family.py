@@ -72,8 +72,12 @@ class FlashKernel(VarlenMasks, Kernel):
             self._functions()
             self._step_functions()
         except (ImportError, AttributeError) as e:
-            return False, f"{self.package_hint} not installed ({e})"
+            return False, self._missing(e)
         return True, ""
+
+    def _missing(self, error: Exception) -> str:
+        """The unavailable reason when the library does not import (or lacks a function)."""
+        return f"{self.package_hint} not installed ({error})"
 
     def _ready(self, shape: ShapeSpec) -> None:
         ok, why = self.available(shape.device)

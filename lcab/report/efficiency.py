@@ -10,6 +10,7 @@ import pandas as pd
 
 from lcab.report.paper_cp import _max, _num, _ok_tflops, _records, real_cells, single_cells
 from lcab.report.tables import Table, seqlen_text
+from lcab.report.targets import flag_targets
 
 TARGET_EVERY = {"full": 0.92, "causal": 0.92}
 TARGET_BEST = {"causal_document": 0.80}
@@ -87,19 +88,9 @@ def frame(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    for i, row in out.iterrows():
-        t = TARGET_EVERY.get(row["mask"])
-        eff = row["efficiency"]
-        if t is not None and eff is not None and not pd.isna(eff) and eff < t:
-            out.at[i, "flag"] = f"below {t:g}"
-    has = out[out["mask"].isin(list(TARGET_BEST)) & out["efficiency"].notna()]
-    for _, g in has.groupby(["kernel", "mask", "world", "S", "mode"], sort=False):
-        i = g["efficiency"].astype(float).idxmax()
-        out.at[i, "best"] = "yes"
-        t = TARGET_BEST[out.at[i, "mask"]]
-        if out.at[i, "efficiency"] < t:
-            out.at[i, "flag"] = f"best below {t:g}"
-    return out
+    return flag_targets(
+        out, "efficiency", ["kernel", "mask", "world", "S", "mode"], TARGET_EVERY, TARGET_BEST
+    )
 
 
 def tables(df: pd.DataFrame) -> list[Table]:

@@ -34,6 +34,7 @@ import pandas as pd
 from lcab.report.load import load, measurable
 from lcab.report.paper import save
 from lcab.report.tables import seqlen_text
+from lcab.report.targets import flag_targets
 
 # The paper's strategy names -> lcab's cp= (the data file names both; this is the same map).
 PAPER_STRATEGIES = {
@@ -251,25 +252,9 @@ def vs_single(cells: pd.DataFrame, singles: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    for i, row in frame.iterrows():
-        t = TARGET_EVERY.get(row["mask"])
-        if (
-            t is not None
-            and row["fraction"] is not None
-            and not pd.isna(row["fraction"])
-            and row["fraction"] < t
-        ):
-            frame.at[i, "flag"] = f"below {t:g}"
     # The best strategy per kernel, mask, world, tokens per GPU, mode and shape.
     group = ["kernel", "mask", "world", "tokens/GPU", "mode", "shape"]
-    has = frame[frame["mask"].isin(list(TARGET_BEST)) & frame["fraction"].notna()]
-    for _, g in has.groupby(group, sort=False):
-        i = g["fraction"].astype(float).idxmax()
-        frame.at[i, "best"] = "yes"
-        t = TARGET_BEST[frame.at[i, "mask"]]
-        if frame.at[i, "fraction"] < t:
-            frame.at[i, "flag"] = f"best below {t:g}"
-    return frame
+    return flag_targets(frame, "fraction", group, TARGET_EVERY, TARGET_BEST)
 
 
 def vs_emulated(cells: pd.DataFrame, emulated: pd.DataFrame) -> pd.DataFrame:

@@ -67,18 +67,8 @@ class Flash4(FlashKernel):
         iface = self._interface()
         return iface._flash_attn_fwd, iface._flash_attn_bwd
 
-    def available(self, device: torch.device) -> tuple[bool, str]:
-        device = torch.device(device)
-        if device.type != "cuda" or not torch.cuda.is_available():
-            return False, f"{self.name} needs CUDA"
-        ok, why = self._arch(device)
-        if not ok:
-            return False, why
-        try:
-            self._interface()
-        except ImportError as e:
-            return False, str(e)
-        return True, ""
+    def _missing(self, error: Exception) -> str:
+        return str(error)  # _interface() already says what is missing or in conflict
 
     def _arch(self, device: torch.device) -> tuple[bool, str]:
         major, minor = torch.cuda.get_device_capability(device)
