@@ -85,7 +85,7 @@ def test_capabilities_decide_before_any_step_is_built():
     returns an LSE; what it lacks is a backward from a given out/lse)."""
     from lcab.cp.tiles import StepCache
 
-    with pytest.raises(Unsupported, match="^flex has no CP step functions \\(") as e:
+    with pytest.raises(Unsupported, match=r"^flex has no CP step functions \(") as e:
         StepCache(kernels.create("flex"), SHAPE)
     assert "no LSE" not in str(e.value)
     for name in ("cudnn", "flash2", "flash3", "flash4"):  # CUDA-only step functions

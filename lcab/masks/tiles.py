@@ -47,7 +47,9 @@ def tile_sizes(n: int, tile: int) -> np.ndarray:
 
 def tile_pairs(mask: AttnMask, tile: int, tile_k: int | None = None) -> np.ndarray:
     """[query tiles, key tiles] int64: the (q, k) pairs each tile covers inside S_q x S_k."""
-    return np.outer(tile_sizes(mask.seqlen_q, tile), tile_sizes(mask.seqlen_k, tile if tile_k is None else tile_k))
+    return np.outer(
+        tile_sizes(mask.seqlen_q, tile), tile_sizes(mask.seqlen_k, tile if tile_k is None else tile_k)
+    )
 
 
 def touched_tiles(mask: AttnMask, tile: int) -> int:
