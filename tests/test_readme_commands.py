@@ -172,7 +172,7 @@ def run_here(step: Step, tmp: Path, world: Path) -> None:
     store = tmp / "results.jsonl"
     extra += [f"store={store}", f"hydra.sweep.dir={tmp / 'sweep'}", f"hydra.run.dir={tmp / 'run'}"]
     p = lcab_run(tmp, *args, *extra, timeout=600)
-    assert p.returncode == 0, f"{step.text}\n-> rc {p.returncode}\n{p.stderr[-3000:]}"
+    assert p.returncode == 0, f"{step.text}\n-> rc {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     want = _cells(_split(args)[1] + extra) if _multirun(flags) else 1
     got = rows(store)
     assert len(got) == want, f"{len(got)} rows for {want} cells:\n{p.stdout[-2000:]}"

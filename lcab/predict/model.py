@@ -86,8 +86,45 @@ def _sent(plan: CellPlan, phase: str, dim: str) -> float:
     return sum(m.nbytes for m in plan.messages if m.phase == phase and m.dim == dim and m.calls)
 
 
+def layout_bytes(plan: CellPlan, phase: str) -> float:
+    """HBM bytes one rank moves outside its kernel steps (read + write), as lcab's code does it:
+    the K/V stack and the fp32 -> dtype casts of TiledLseAttention (fwd: out; bwd: the zeroed fp32
+    dq, its cast, dK/dV's casts), Ulysses' send-buffer copies and token reorders, ring_allgather's
+    gathered-key reorder and its fp32 dK/dV zero-fill, scatter and casts. Serial with the steps."""
+    s = plan.shape
+    el, acc = s.dtype.itemsize, acc_bytes(s.dtype.itemsize)
+    h = s.head_dim * s.batch
+    q = plan.q_rows * plan.heads_q * h  # elements of the step query buffer
+    kv = plan.q_rows * plan.heads_kv * h  # one of K, V in the step buffer (before any gather)
+    fwd = phase == "fwd"
+    if plan.strategy == "ring_allgather":
+        g = plan.seqlen * plan.heads_kv * h  # one of the gathered K, V
+        if fwd:  # stack, reorder of the gathered keys, out cast
+            return 2 * kv * 2 * el + 2 * g * 2 * el + q * (acc + el)
+        # dq and dK/dV zero-fills, scatter (zero-fill + read/write), contiguous, casts
+        return q * acc + 2 * g * acc * 6 + q * (acc + el) + 2 * kv * (acc + el)
+    u = plan.deg.ulysses
+    n = 0.0
+    if u > 1:  # one copy per tensor around each all-to-all (q, k, v in; out back), both phases
+        n += (2 * q + 2 * kv) * 2 * el
+    if plan.strategy == "ulysses":  # one whole call: no stack, the kernel's own casts
+        if plan.mask_name != "full":  # tokens reordered to global order and back (q, k, v, out)
+            n += (2 * q + 2 * kv) * 2 * el
+        return n
+    n += 2 * kv * 2 * el  # torch.stack([k, v])
+    if fwd:
+        return n + q * (acc + el)
+    return n + q * acc + q * (acc + el) + 2 * kv * (acc + el)
+
+
 def phase_time(plan: CellPlan, compute: np.ndarray, cluster: ClusterModel, phase: str) -> float:
-    """Wall time of one phase (fwd or bwd) on the strategy's timeline."""
+    """Wall time of one phase (fwd or bwd) on the strategy's timeline, its layout copies included."""
+    return _timeline(plan, compute, cluster, phase) + layout_bytes(plan, phase) / (
+        cluster.hbm_gbps * 1e9 * HBM_EFFICIENCY
+    )
+
+
+def _timeline(plan: CellPlan, compute: np.ndarray, cluster: ClusterModel, phase: str) -> float:
     a2a = sum(
         links.all_to_all_s(cluster, links.uly_ranks(plan), m.nbytes)
         for m in plan.messages
