@@ -49,3 +49,44 @@ def test_triton_merge_kernel_equals_the_reference_merge_in_the_interpreter():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "triton merge ok" in done.stdout
+
+
+def test_first_whole_result_is_kept_and_only_touched_rows_are_merged():
+    """A zigzag ring step after the diagonal one often touches few rows: the accumulator keeps
+    the first whole result as it came and merges in fp32 over the touched rows only (widened as
+    later steps touch more), with the values of attention over all keys."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 64, 2, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    # Each step a disjoint key block; rows [0, 40) see keys [0, 32) only.
+    steps = [(0, 64, 0, 32), (40, 64, 32, 48), (48, 56, 48, 64), (56, 64, 48, 64)]
+    acc = LseAccumulator(q)
+    first = None
+    for i, (q0, q1, k0, k1) in enumerate(steps):
+        o, lse = eager_attention(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], None)
+        first = o if i == 0 else first
+        acc.add(o, lse, q0, q1)
+        if i == 1:
+            assert (acc.lo, acc.hi, acc.m_out.shape[1]) == (40, 64, 24)
+    assert (acc.lo, acc.hi) == (40, 64)  # the later steps stayed inside rows [40, 64)
+    untouched = first[:, :40].clone()
+    out, lse = acc.result(torch.float64)
+    assert out.data_ptr() == first.data_ptr()  # written into the first result, no new buffer
+    assert torch.equal(out[:, :40], untouched)
+    visible = torch.zeros(64, 64, dtype=torch.bool)
+    visible[:, :32] = True
+    visible[40:64, 32:48] = True
+    visible[48:64, 48:64] = True
+    ref, ref_lse = eager_attention(q, k, v, visible)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse, ref_lse.double(), rtol=1e-6, atol=1e-6)
+
+
+def test_rows_no_result_reached_are_empty():
+    q = torch.zeros(1, 10, 2, 4, dtype=torch.float32)
+    acc = LseAccumulator(q)
+    o, lse = eager_attention(torch.randn(1, 3, 2, 4), torch.randn(1, 5, 2, 4), torch.randn(1, 5, 2, 4), None)
+    acc.add(o, lse, 2, 5)
+    out, l_ = acc.result()
+    assert out.dtype == torch.float32 and l_.dtype == torch.float64
+    assert not out[:, :2].any() and not out[:, 5:].any() and torch.isinf(l_[:, :, :2]).all()
+    torch.testing.assert_close(out[:, 2:5], o)

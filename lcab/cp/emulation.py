@@ -52,7 +52,7 @@ def tiled_step(plan: TiledPlan, bufs: RankBuffers, mode: str) -> Callable[[], ob
         acc = LseAccumulator(qb)
         for kv, tiles in steps:
             forward_tiles(qb, kv, tiles, acc)
-        return acc.out.to(qb.dtype), acc.lse
+        return acc.result(qb.dtype)
 
     out, lse = fwd()
 

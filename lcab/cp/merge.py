@@ -19,24 +19,79 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class LseAccumulator:
-    """Running (out, lse) over a [B, S, H, D] query buffer, merged row range by row range."""
+    """Running (out, lse) over a [B, S, H, D] query buffer, merged row range by row range.
+
+    A first partial result over every row is kept as it came (bf16 out, the kernel's LSE): no
+    zero-filled fp32 buffer, no copy. Later partial results merge in fp32 into a buffer over only
+    the rows they touch, widened as needed; result() writes those rows back. At 16K tokens x 64
+    heads x d128 a whole-buffer fp32 accumulator costs ~2 GB of memory traffic per forward (fill,
+    copy in, cast out); a zigzag ring step that touches few rows now pays for those rows only.
+    The numbers are the same as with a whole fp32 buffer: untouched rows are the first result,
+    touched rows are merged in fp32 and rounded once."""
 
     def __init__(self, q: torch.Tensor) -> None:
-        b, s, h, d = q.shape
-        dt = acc_dtype(q.dtype)
-        self.out = torch.zeros(b, s, h, d, dtype=dt, device=q.device)
-        self.lse = torch.full((b, h, s), float("-inf"), dtype=dt, device=q.device)
-        # Nothing merged yet: a first partial result over all rows is copied, not merged.
-        self.fresh = True
+        self.shape, self.dtype, self.device = tuple(q.shape), q.dtype, q.device
+        self.acc = acc_dtype(q.dtype)
+        self.base: tuple[torch.Tensor, torch.Tensor] | None = None  # the whole first result
+        self.lo = self.hi = 0  # rows [lo, hi) of the fp32 merge buffers
+        self.m_out: torch.Tensor | None = None
+        self.m_lse: torch.Tensor | None = None
 
     def add(self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None) -> None:
-        q1 = self.out.shape[1] if q1 is None else q1
-        whole, self.fresh = self.fresh and q0 == 0 and q1 == self.out.shape[1], False
-        if whole:
-            self.out.copy_(out)
-            self.lse.copy_(lse)
+        q1 = self.shape[1] if q1 is None else q1
+        if self.base is None and self.m_out is None and q0 == 0 and q1 == self.shape[1]:
+            self.base = (out, lse)
             return
-        merge_into(self.out[:, q0:q1], self.lse[:, :, q0:q1], out, lse)
+        self._cover(q0, q1)
+        a, b = q0 - self.lo, q1 - self.lo
+        merge_into(self.m_out[:, a:b], self.m_lse[:, :, a:b], out, lse)
+
+    def _initial(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 (out, lse) of rows [lo, hi) before any later merge: the first result, or empty."""
+        if self.base is not None:
+            return self.base[0][:, lo:hi].to(self.acc), self.base[1][:, :, lo:hi].to(self.acc)
+        b, _, h, d = self.shape
+        out = torch.zeros(b, hi - lo, h, d, dtype=self.acc, device=self.device)
+        return out, torch.full((b, h, hi - lo), float("-inf"), dtype=self.acc, device=self.device)
+
+    def _cover(self, q0: int, q1: int) -> None:
+        if self.m_out is not None and self.lo <= q0 and q1 <= self.hi:
+            return
+        lo, hi = (q0, q1) if self.m_out is None else (min(q0, self.lo), max(q1, self.hi))
+        out, lse = self._initial(lo, hi)
+        if self.m_out is not None:
+            out[:, self.lo - lo : self.hi - lo] = self.m_out
+            lse[:, :, self.lo - lo : self.hi - lo] = self.m_lse
+        self.lo, self.hi, self.m_out, self.m_lse = lo, hi, out, lse
+
+    def result(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(out in `dtype`, default the query's, lse in the accumulation dtype) over every row;
+        rows no partial result reached: out 0, lse -inf."""
+        dtype = self.dtype if dtype is None else dtype
+        if self.m_out is not None and self.base is None and (self.lo, self.hi) == (0, self.shape[1]):
+            return self.m_out.to(dtype), self.m_lse
+        if self.base is None:
+            self.base = self._zeros()
+        # .to() copies only when the dtype differs; the first result is this accumulator's own.
+        out, lse = self.base[0].to(dtype), self.base[1].to(self.acc)
+        if self.m_out is not None:
+            out[:, self.lo : self.hi] = self.m_out
+            lse[:, :, self.lo : self.hi] = self.m_lse
+        return out, lse
+
+    def _zeros(self) -> tuple[torch.Tensor, torch.Tensor]:
+        b, s, h, d = self.shape
+        out = torch.zeros(b, s, h, d, dtype=self.dtype, device=self.device)
+        return out, torch.full((b, h, s), float("-inf"), dtype=self.acc, device=self.device)
+
+    @property
+    def out(self) -> torch.Tensor:
+        """Every row's merged output in the accumulation dtype (fp32 / fp64)."""
+        return self.result(self.acc)[0]
+
+    @property
+    def lse(self) -> torch.Tensor:
+        return self.result(self.acc)[1]
 
 
 def _merge(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:

@@ -101,8 +101,8 @@ class TiledLseAttention(torch.autograd.Function):
         for kv, step in zip(blocks, plan.steps, strict=True):
             with run.timer:
                 forward_tiles(q, kv, step.tiles, acc)
-        out = acc.out.to(q.dtype)
-        ctx.save_for_backward(q, k, v, out, acc.lse)
+        out, lse = acc.result(q.dtype)
+        ctx.save_for_backward(q, k, v, out, lse)
         ctx.plan, ctx.run = plan, run
         return out
 

@@ -88,8 +88,8 @@ class AllGatherFn(torch.autograd.Function):
         with run.timer:
             forward_tiles(q, full, plan.steps[0].tiles, acc)
         with run.timer.region("layout"):
-            out = acc.out.to(q.dtype)
-        ctx.save_for_backward(q, full, out, acc.lse)
+            out, lse = acc.result(q.dtype)
+        ctx.save_for_backward(q, full, out, lse)
         ctx.plan, ctx.run, ctx.kshape = plan, run, kv.shape
         return out
 
