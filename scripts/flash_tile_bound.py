@@ -67,7 +67,10 @@ def main() -> None:
         if full is None:
             continue
         mask = build(mask_config(r["config"]["mask"]), a.seqlen)
-        banded = name != "full" and not name.endswith("full_document")
+        # FA4's SM90 backward tile is 64 x 128 with a causal flag or a window, else 80 x 128
+        # (mask_mod cells run neither).
+        form = varlen_form(mask)
+        banded = form is not None and (form.causal or form.has_window)
         tq, tk = (128, 128) if mode == "fwd" else ((64 if banded else 80), 128)
         occ = occupancy(mask, tq, tk)
         t, f = r["metrics"]["tflops"], full["metrics"]["tflops"]

@@ -346,7 +346,7 @@ def test_fa4_conflict_reasons():
     assert "both install flash_attn/cute" in why and "2.8.3" in why
 
 
-def test_flash3_unavailable_names_the_package():
+def test_flash3_needs_cuda_and_flash4_names_its_interval_limit():
     ok, why = kernels.create("flash3").available(CPU)
     assert not ok and "CUDA" in why
     with pytest.raises(Unsupported, match="disjoint key ranges"):

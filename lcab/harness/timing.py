@@ -108,6 +108,11 @@ class Schedule:
 Clock = Callable[[], float]  # seconds; the wall clock by default, a virtual one in tests
 
 
+def _sync_fn(device: torch.device) -> Callable[[torch.device], None]:
+    """What waits for the device's queued work: CUDA's synchronize, nothing on CPU."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda _d: None)
+
+
 def measure(
     call: Callable[[], object],
     device: torch.device,
@@ -131,7 +136,7 @@ def measure_interleaved(
     slow drift of the device (clocks, temperature) spreads over all of them instead of
     penalising whichever is timed last. One call is the plain protocol. `clock` times CPU calls
     and the adaptive probe (CUDA calls are timed by events)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _d: None)
+    sync = _sync_fn(device)
     first = []
     for call in calls:
         t0 = clock()
@@ -169,7 +174,7 @@ def _affordable(timed: list[list[float]], extend_ms: float) -> int:
 
 def _probe_ms(calls: list[Callable[[], object]], device: torch.device, clock: Clock) -> float:
     """Wall time of one round of calls, synchronized: sizes an adaptive schedule."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _d: None)
+    sync = _sync_fn(device)
     sync(device)
     t0 = clock()
     for call in calls:

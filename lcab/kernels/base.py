@@ -118,13 +118,18 @@ class Kernel:
         raise Unsupported(no_steps(self, shape.device.type))
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for pkg in self.packages:
-            try:
-                out[pkg] = importlib.metadata.version(pkg)
-            except importlib.metadata.PackageNotFoundError:
-                out[pkg] = "absent"
-        return out
+        return package_versions(self.packages)
+
+
+def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """Installed version of each distribution, "absent" where it is not installed."""
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
 
 
 @dataclass(frozen=True)

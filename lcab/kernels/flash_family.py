@@ -152,10 +152,10 @@ class _Side:
             return flat[self.span[0] : self.span[1]]
         return flat.index_select(0, self.idx)
 
-    def put(self, packed: torch.Tensor, like: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """[T, ...] rows back into a [B*S, ...] buffer shaped like `like`, `fill` elsewhere."""
+    def put(self, packed: torch.Tensor, shape: tuple[int, ...], fill: float = 0.0) -> torch.Tensor:
+        """[T, ...] rows back into a [B*S, ...] buffer viewed as `shape`, `fill` elsewhere."""
         if self.packed.whole:
-            return packed.reshape(like.shape)
+            return packed.reshape(shape)
         full = torch.full(
             (self.packed.total, *packed.shape[1:]), fill, dtype=packed.dtype, device=packed.device
         )
@@ -163,7 +163,7 @@ class _Side:
             full[self.span[0] : self.span[1]] = packed
         else:
             full.index_copy_(0, self.idx, packed)
-        return full.reshape(like.shape)
+        return full.reshape(shape)
 
     def take_lse(self, lse: torch.Tensor) -> torch.Tensor:
         """lcab's [B, H, S] -> the library's [H, T] for the packed rows."""
@@ -177,7 +177,7 @@ class _Side:
     def put_lse(self, lse: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
         """The library's [H, T] -> lcab's [B, H, S]; rows in no sequence: -inf."""
         h = lse.shape[0]
-        full = self.put(lse.t().contiguous(), torch.empty(batch * seqlen, h), float("-inf"))
+        full = self.put(lse.t().contiguous(), (batch * seqlen, h), float("-inf"))
         return full.view(batch, seqlen, h).permute(0, 2, 1)
 
 
@@ -193,7 +193,7 @@ def flash_step_fns(step: FlashStep, shape: ShapeSpec, fwd_fn: Callable, bwd_fn: 
         out = res[0] if isinstance(res, (tuple, list)) else res
         lse = lse_of(res, shape.heads_q, int(sum(step.q.lens)))
         lse = torch.where(torch.isfinite(lse), lse, float("-inf"))  # flash-attn 2 gives +inf
-        return qs.put(out, q), qs.put_lse(lse, b, sq)
+        return qs.put(out, q.shape), qs.put_lse(lse, b, sq)
 
     def bwd(dout, q, k, v, out, lse):
         pq, pk, pv = qs.take(q), ks.take(k), ks.take(v)
@@ -202,6 +202,6 @@ def flash_step_fns(step: FlashStep, shape: ShapeSpec, fwd_fn: Callable, bwd_fn: 
         args |= {"out": qs.take(out).contiguous(), "lse": qs.take_lse(_finite(lse))}
         res = call_by_name(bwd_fn, args)
         dq, dk, dv = res[:3] if isinstance(res, (tuple, list)) and len(res) >= 3 else grads.values()
-        return qs.put(dq, q), ks.put(dk, k), ks.put(dv, v)
+        return qs.put(dq, q.shape), ks.put(dk, k.shape), ks.put(dv, v.shape)
 
     return StepFns(fwd, bwd, f"{step.describe()}, gqa native")

@@ -19,8 +19,9 @@ import torch
 from lcab.config import ConfigError
 from lcab.cp import registry
 from lcab.cp.base import Degrees, Topology
+from lcab.cp.merge import acc_dtype
 from lcab.cp.sharding import Shard, make_shard
-from lcab.kernels.base import ShapeSpec
+from lcab.kernels.base import DTYPE_NAMES, ShapeSpec
 from lcab.masks.slices import AttnMask
 
 TILE = 128  # the tile edge flash-style kernels compute in (lcab.masks.tiles)
@@ -107,10 +108,9 @@ class CellPlan:
 
 
 def shape_spec(batch: int, heads_q: int, heads_kv: int, head_dim: int, dtype: str) -> ShapeSpec:
-    dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
-    if dtype not in dt:
-        raise ConfigError(f"shape dtype '{dtype}' is not one of {', '.join(dt)}")
-    return ShapeSpec(batch, heads_q, heads_kv, head_dim, dt[dtype], torch.device("cpu"))
+    if dtype not in DTYPE_NAMES:
+        raise ConfigError(f"shape dtype '{dtype}' is not one of {', '.join(DTYPE_NAMES)}")
+    return ShapeSpec(batch, heads_q, heads_kv, head_dim, DTYPE_NAMES[dtype], torch.device("cpu"))
 
 
 def degrees(cand: Candidate, shape: ShapeSpec, world: int) -> Degrees:
@@ -328,7 +328,8 @@ def messages(strategy: str, deg: Degrees, shape: ShapeSpec, local: int) -> list[
 
 
 def acc_bytes(itemsize: int) -> int:
-    return 4 if itemsize == 2 else 8
+    """Bytes per element of lcab's merge accumulator for inputs of `itemsize` (lcab.cp.merge)."""
+    return acc_dtype({2: torch.bfloat16, 4: torch.float32, 8: torch.float64}[itemsize]).itemsize
 
 
 def _a2a(nbytes: float, u: int) -> float:

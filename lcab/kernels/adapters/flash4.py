@@ -8,25 +8,32 @@ FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 keeps them across processes."""
 
 from __future__ import annotations
 
+import functools
 import importlib
-import importlib.metadata
 
 import torch
 
-from lcab.kernels.base import AttnFn, Capabilities, ShapeSpec, Unsupported, scale
+from lcab.kernels.base import AttnFn, Capabilities, ShapeSpec, Unsupported, package_versions, scale
 from lcab.kernels.flash_args import IntervalForm, fa4_conflict, interval_form
 from lcab.kernels.flash_family import FlashKernel, split_out_lse
 from lcab.masks.slices import AttnMask
 
 
-def _installed(names: tuple[str, ...]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for n in names:
-        try:
-            out[n] = importlib.metadata.version(n)
-        except importlib.metadata.PackageNotFoundError:
-            out[n] = None
-    return out
+@functools.cache
+def _interface_or_reason():
+    """(flash_attn.cute.interface, None), or (None, why not); once per process: the import and
+    the check do not change while it runs, and prepare() / step_fns() ask for every cell."""
+    error = None
+    try:
+        iface = importlib.import_module("flash_attn.cute.interface")
+        for attr in ("flash_attn_func", "flash_attn_varlen_func", "_flash_attn_fwd", "_flash_attn_bwd"):
+            getattr(iface, attr)
+    except (ImportError, AttributeError) as e:
+        error, iface = f"{type(e).__name__}: {e}", None
+    versions = package_versions(("flash-attn", "flash-attn-4"))
+    installed = {k: (None if v == "absent" else v) for k, v in versions.items()}
+    why = fa4_conflict(installed, error)
+    return (None, why) if why is not None else (iface, None)
 
 
 class Flash4(FlashKernel):
@@ -47,14 +54,7 @@ class Flash4(FlashKernel):
     )
 
     def _interface(self):
-        error = None
-        try:
-            iface = importlib.import_module("flash_attn.cute.interface")
-            for attr in ("flash_attn_func", "flash_attn_varlen_func", "_flash_attn_fwd", "_flash_attn_bwd"):
-                getattr(iface, attr)
-        except (ImportError, AttributeError) as e:
-            error, iface = f"{type(e).__name__}: {e}", None
-        why = fa4_conflict(_installed(("flash-attn", "flash-attn-4")), error)
+        iface, why = _interface_or_reason()
         if why is not None:
             raise ImportError(why)
         return iface
