@@ -214,3 +214,12 @@ def test_interleaved_timing_is_round_robin():
     # first calls, one warmup round, then three timed rounds: always a then b.
     assert order == ["a", "b"] * 5
     assert len(ta.times_ms) == len(tb.times_ms) == 3
+
+
+def test_first_call_is_recorded_apart_from_the_timed_calls():
+    # A 3000 ms first call (a JIT compile), then 2 ms calls: only the first shows in first_call_ms.
+    call, t = _measure_virtual([3000.0] + [2.0] * 9, Schedule(warmup=2, iters=5))
+    assert call.count == 1 + 2 + 5  # first, warmup, timed
+    assert t.first_call_ms == pytest.approx(3000.0)
+    assert t.times_ms == pytest.approx((2.0,) * 5)
+    assert t.summary()["first_call_ms"] == pytest.approx(3000.0)
