@@ -7,7 +7,7 @@ import filecmp
 import shutil
 from pathlib import Path
 
-from lcab_cli import ROOT
+from lcab_cli import ROOT, lcab_run, rows
 
 
 def _added_files(original: Path, copy: Path) -> list[str]:
@@ -40,3 +40,19 @@ def tree_with_copied_option(tmp_path: Path, module_dir: str, group: str, origina
     assert _added_files(ROOT / "lcab", pkg) == sorted([f"conf/{group}/{new}.yaml", f"{module_dir}/{new}.py"])
     assert _added_files(ROOT / "hydra_plugins", src / "hydra_plugins") == []
     return {"PYTHONPATH": str(src)}
+
+
+def assert_emulates_like_the_original(
+    tmp_path: Path, env: dict, group: str, new: str, original: str, args: tuple, world: int, keys: tuple
+) -> None:
+    """One sweep over {new, original} with `args` (a cp.emulate run): both ok, `world` ranks of
+    compute, and the metrics in `keys` (per-rank areas, counted bytes, ...) exactly equal."""
+    store = tmp_path / "r.jsonl"
+    p = lcab_run(tmp_path, "-m", f"{group}={new},{original}", *args, f"store={store}", env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = {r["config"][group]["name"]: r for r in rows(store)}
+    assert [got[n]["status"] for n in (new, original)] == ["ok", "ok"], got
+    copy, orig = got[new]["metrics"], got[original]["metrics"]
+    assert len(copy["rank_compute_ms"]) == world
+    for key in keys:
+        assert copy[key] == orig[key], key

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from lcab_cli import lcab_run, rows
-from one_file import tree_with_copied_option
+from one_file import assert_emulates_like_the_original, tree_with_copied_option
 from test_cp_cli import FAST
 
 NEW = "gather_copy"
@@ -41,21 +41,6 @@ def test_copied_strategy_runs_and_verifies_on_two_gloo_ranks(tmp_path, copied):
 
 
 def test_copied_strategy_emulates_like_the_original(tmp_path, copied):
-    store = tmp_path / "r.jsonl"
-    p = lcab_run(
-        tmp_path,
-        "-m",
-        f"cp={NEW},ring_allgather",
-        "cp.emulate=4",
-        "mask=causal",
-        f"store={store}",
-        *FAST,
-        env=copied,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    got = {r["config"]["cp"]["name"]: r for r in rows(store)}
-    assert [got[n]["status"] for n in (NEW, "ring_allgather")] == ["ok", "ok"], got
-    copy, orig = got[NEW]["metrics"], got["ring_allgather"]["metrics"]
-    assert len(copy["rank_compute_ms"]) == 4
-    for key in ("rank_area", "rank_bytes_sent_counted", "cp_degrees", "area"):
-        assert copy[key] == orig[key], key
+    args = ("cp.emulate=4", "mask=causal", *FAST)
+    keys = ("rank_area", "rank_bytes_sent_counted", "cp_degrees", "area")
+    assert_emulates_like_the_original(tmp_path, copied, "cp", NEW, "ring_allgather", args, 4, keys)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from lcab_cli import lcab_run, rows
-from one_file import tree_with_copied_option
+from one_file import assert_emulates_like_the_original, tree_with_copied_option
 
 NEW = "sdpa_math_copy"
 FAST = ("bench.warmup=0", "bench.iters=1", "seqlen=256", "bench.device=cpu")
@@ -64,22 +64,6 @@ def test_copied_kernel_is_the_step_kernel_of_ring_on_two_gloo_ranks(tmp_path, co
 
 
 def test_copied_kernel_emulates_like_the_original(tmp_path, copied):
-    store = tmp_path / "r.jsonl"
-    p = lcab_run(
-        tmp_path,
-        "-m",
-        f"kernel={NEW},sdpa_math",
-        "cp=ring",
-        "cp.emulate=2",
-        "mask=causal",
-        f"store={store}",
-        *FAST,
-        env=copied,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    got = {r["config"]["kernel"]["name"]: r for r in rows(store)}
-    assert [got[n]["status"] for n in (NEW, "sdpa_math")] == ["ok", "ok"], got
-    copy, orig = got[NEW]["metrics"], got["sdpa_math"]["metrics"]
-    assert len(copy["rank_compute_ms"]) == 2
-    for key in ("rank_area", "rank_bytes_sent_counted", "area"):
-        assert copy[key] == orig[key], key
+    args = ("cp=ring", "cp.emulate=2", "mask=causal", *FAST)
+    keys = ("rank_area", "rank_bytes_sent_counted", "area")
+    assert_emulates_like_the_original(tmp_path, copied, "kernel", NEW, "sdpa_math", args, 2, keys)
