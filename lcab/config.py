@@ -117,6 +117,9 @@ class UlyssesCPConfig(CPConfig):
     """All-to-all over heads (`- ulysses_schema`)."""
 
     ulysses_degree: int = 0  # 0 = the whole world
+    # All-to-all in this many head chunks, each in flight during the previous chunk's attention
+    # (lcab.cp.head_pipeline); 0 = the largest divisor of a rank's kv heads up to 4; 1 = no overlap.
+    head_chunks: int = 0
 
 
 @dataclass
@@ -126,6 +129,13 @@ class MeshCPConfig(CPConfig):
     ulysses_degree: int = 0  # 0 = world / ring_degree
     ring_degree: int = 0  # 0 = world / ulysses_degree
     ulysses_intra_node: bool = True  # Ulysses groups on consecutive ranks (one node), ring across
+
+
+@dataclass
+class UspCPConfig(MeshCPConfig):
+    """usp (`- usp_schema`): with ring degree 1 it is Ulysses, and pipelines its heads as Ulysses does."""
+
+    head_chunks: int = 0  # see UlyssesCPConfig
 
 
 @dataclass
@@ -141,6 +151,7 @@ CP_SCHEMAS: dict[str, type[CPConfig]] = {
     "ring": RingCPConfig,
     "ulysses": UlyssesCPConfig,
     "mesh": MeshCPConfig,
+    "usp": UspCPConfig,
     "double_ring": DoubleRingCPConfig,
 }
 

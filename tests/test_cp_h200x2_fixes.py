@@ -177,24 +177,28 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
         "calls": dict(run.comm.stats.calls),
         "exchange_exact": bool(torch.equal(y, ref)),
         "inverse_exact": bool(torch.equal(back, x)),
-        "single_call": prep.plan.single is not None,
-        "perm": prep.plan.perm is not None,
+        "single_call": prep.plan.pipe.attn.single,
+        "perm": prep.plan.pipe.perm is not None,
+        "chunks": prep.plan.pipe.chunks,
     }
 
 
 def test_ulysses_layout_work_per_call(pools):
     """Defect 3: outside the kernel calls a Ulysses call copies each tensor once before its
-    all_to_all and the output once after it (at batch 1 nothing else), a causal mask adds one
-    gather per tensor each way, a full mask none; no fp32 accumulator, zero-fill, cast or K/V
-    stack (today's main: zeros, copy_, _to_copy, stack, index_copy besides). The eager kernel
-    used here returns [B, H, S, D]-strided outputs and gradients: one more copy each before
-    their exchange (the fwd's 5th clone, the bwd's 3 extra)."""
-    exchanges = {f"a2a_{n}{d}": 1 for n in ("q", "k", "v", "out") for d in ("", "_bwd")}
+    all_to_all and once after it into place, a causal mask adds one gather per tensor each way, a
+    full mask none; no fp32 accumulator, zero-fill, cast or K/V stack. The exchange runs in n head
+    chunks (8 q / 4 kv heads at world 2: n = 2 by default), so each count is per chunk. The eager
+    kernel used here returns [B, H, S, D]-strided outputs and dq: one more copy each before
+    their exchange where no gather made them contiguous."""
     r = pools(2).run(_ulysses_layout_ops, "full", "zigzag", 128)  # rank 0's answer
+    n = r["chunks"]
+    assert n == 2
+    exchanges = {f"a2a_{t}{d}": n for t in ("q", "k", "v", "out") for d in ("", "_bwd")}
     assert r["exchange_exact"] and r["inverse_exact"]
     assert r["single_call"] and not r["perm"]
     assert r["calls"] == {**exchanges, "t": 2}
-    assert r["fwd"] == {"clone": 5} and r["bwd"] == {"clone": 7}, r
+    assert r["fwd"] == {"clone": 4 * n, "copy_": n} and r["bwd"] == {"clone": 2 * n, "copy_": 3 * n}, r
     r = pools(2).run(_ulysses_layout_ops, "causal", "zigzag", 128)
     assert r["exchange_exact"] and r["inverse_exact"] and r["single_call"] and r["perm"]
-    assert r["fwd"] == {"clone": 4, "index_select": 4} == r["bwd"], r
+    assert r["fwd"] == {"clone": 3 * n, "index_select": 4 * n, "copy_": n}, r
+    assert r["bwd"] == {"clone": n, "index_select": 4 * n, "copy_": 3 * n}, r

@@ -40,6 +40,7 @@ class Degrees:
     ring: int
     kv_replicas: int = 1  # KV heads replicated this many times to reach the Ulysses degree
     windows: int = 1  # double_ring
+    head_chunks: int = 1  # Ulysses all-to-all pipelined over this many head chunks (lcab.cp.head_pipeline)
 
 
 @dataclass(frozen=True)

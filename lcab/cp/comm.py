@@ -111,8 +111,12 @@ class Comm:
         self.stats.wait_s += time.perf_counter() - t0
 
     def all_to_all(self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_to_all") -> None:
+        self.all_to_all_start(out, inp, group, kind).wait()
+
+    def all_to_all_start(
+        self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_to_all"
+    ) -> Handle:
+        """all_to_all_single in flight; the caller waits on the handle (inp must stay alive until then)."""
         w = dist.get_world_size(group)
         self.stats.record(kind, Op.ALL_TO_ALL, group, nbytes(inp) * (w - 1) // w, inp)
-        t0 = time.perf_counter()
-        dist.all_to_all_single(out, inp, group=group)
-        self.stats.wait_s += time.perf_counter() - t0
+        return Handle([dist.all_to_all_single(out, inp, group=group, async_op=True)], self.stats)
