@@ -66,7 +66,7 @@ def test_first_whole_result_is_kept_and_only_touched_rows_are_merged():
         first = o if i == 0 else first
         acc.add(o, lse, q0, q1)
         if i == 1:
-            assert (acc.lo, acc.hi, acc.m_out.shape[1]) == (40, 64, 24)
+            assert (acc.lo, acc.hi, acc.region[0].shape[1]) == (40, 64, 24)
     assert (acc.lo, acc.hi) == (40, 64)  # the later steps stayed inside rows [40, 64)
     untouched = first[:, :40].clone()
     out, lse = acc.result(torch.float64)
@@ -90,3 +90,52 @@ def test_rows_no_result_reached_are_empty():
     assert out.dtype == torch.float32 and l_.dtype == torch.float64
     assert not out[:, :2].any() and not out[:, 5:].any() and torch.isinf(l_[:, :, :2]).all()
     torch.testing.assert_close(out[:, 2:5], o)
+
+
+def test_results_on_disjoint_rows_are_kept_and_a_later_overlap_merges_only_its_rows():
+    """All-gather CP calls one kernel per query run (disjoint rows): nothing is merged, no fp32
+    buffer exists, result() writes each piece once; a later call over part of two pieces merges
+    only those rows, against attention over the union of keys written here."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 48, 2, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    visible = torch.zeros(48, 48, dtype=torch.bool)
+    acc = LseAccumulator(q)
+    for q0, q1, k0, k1 in [(0, 16, 0, 16), (16, 40, 0, 40)]:  # rows 40..47 see nothing yet
+        o, lse = eager_attention(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], None)
+        acc.add(o, lse, q0, q1)
+        visible[q0:q1, k0:k1] = True
+    assert acc.region is None and len(acc.pieces) == 2
+    out, lse = acc.result(torch.float64)
+    ref, ref_lse = eager_attention(q, k, v, visible)
+    torch.testing.assert_close(out[:, :40], ref[:, :40], rtol=1e-6, atol=1e-7)
+    assert not out[:, 40:].any() and torch.isinf(lse[:, :, 40:]).all()
+    o, lse = eager_attention(q[:, 8:44], k[:, 40:48], v[:, 40:48], None)  # rows 8..43, new keys
+    acc.add(o, lse, 8, 44)
+    visible[8:44, 40:48] = True
+    assert (acc.lo, acc.hi) == (8, 44)  # rows 0..7 of the first piece stay as they came
+    assert [p[:2] for p in acc.pieces] == [(0, 8)]
+    out, lse = acc.result(torch.float64)
+    ref, ref_lse = eager_attention(q, k, v, visible)
+    torch.testing.assert_close(out[:, :44], ref[:, :44], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(lse[:, :, :44], ref_lse[:, :, :44].double(), rtol=1e-6, atol=1e-7)
+    assert not out[:, 44:].any() and torch.isinf(lse[:, :, 44:]).all()
+
+
+def test_row_sum_keeps_first_gradients_and_adds_overlaps_in_the_accumulation_dtype():
+    from lcab.cp.merge import RowSum
+
+    g = torch.Generator().manual_seed(3)
+    parts = [(0, 6), (6, 10), (4, 8), (0, 10)]  # rows 4..7 reached three times, 0..3 and 8..9 twice
+    grads = [torch.randn(1, b - a, 2, 3, generator=g).to(torch.bfloat16) for a, b in parts]
+    acc = RowSum((1, 12, 2, 3), torch.bfloat16, torch.device("cpu"))
+    acc.add(grads[0], *parts[0])
+    acc.add(grads[1], *parts[1])
+    assert acc.region is None  # disjoint so far: kept as they came
+    for gr, (a, b) in zip(grads[2:], parts[2:], strict=True):
+        acc.add(gr, a, b)
+    ref = torch.zeros(1, 12, 2, 3, dtype=torch.float32)
+    for gr, (a, b) in zip(grads, parts, strict=True):
+        ref[:, a:b] += gr.float()
+    out = acc.result(torch.float32)
+    assert torch.equal(out, ref)  # fp32 sums of bf16 values in this order: exact
+    assert not out[:, 10:].any()  # rows nothing reached

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lcab.cp.merge import LseAccumulator, acc_dtype
+from lcab.cp.merge import LseAccumulator, RowSum, acc_dtype
 from lcab.cp.tiled_lse import TiledPlan, backward_step, forward_tiles
 from lcab.harness.inputs import StepInputs
 from lcab.kernels.base import ShapeSpec
@@ -57,10 +57,10 @@ def tiled_step(plan: TiledPlan, bufs: RankBuffers, mode: str) -> Callable[[], ob
     out, lse = fwd()
 
     def bwd():
-        dq = torch.zeros(qb.shape, dtype=adt, device=qb.device)
+        dq = RowSum(qb.shape, qb.dtype, qb.device)
         for kv, tiles in steps:
             backward_step(doutb, qb, kv, out, lse, tiles, dq)
-        return dq
+        return dq.result(adt)
 
     if mode == "fwd":
         return fwd

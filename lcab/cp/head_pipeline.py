@@ -20,7 +20,7 @@ import torch
 
 from lcab.config import ConfigError
 from lcab.cp.base import Degrees, RunCtx
-from lcab.cp.merge import LseAccumulator, acc_dtype
+from lcab.cp.merge import LseAccumulator, RowSum, acc_dtype
 from lcab.cp.tiled_lse import backward_tiles, forward_tiles
 from lcab.cp.tiles import Tile
 from lcab.kernels.base import ShapeSpec
@@ -80,13 +80,13 @@ class ChunkAttention:
         if self.single:
             return self.tiles[0].fns.bwd(dout, q, k, v, out, lse)
         adt = acc_dtype(q.dtype)
-        dq = torch.zeros(q.shape, dtype=adt, device=q.device)
+        dq = RowSum(q.shape, q.dtype, q.device)
         dkv = (
             torch.zeros(k.shape, dtype=adt, device=k.device),
             torch.zeros(v.shape, dtype=adt, device=v.device),
         )
         backward_tiles(dout, q, (k, v), out, lse, list(self.tiles), dq, dkv)
-        return dq, dkv[0], dkv[1]
+        return dq.result(adt), dkv[0], dkv[1]
 
 
 @dataclass(frozen=True)

@@ -18,72 +18,123 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else torch.float64
 
 
-class LseAccumulator:
-    """Running (out, lse) over a [B, S, H, D] query buffer, merged row range by row range.
+class RowParts:
+    """Partial results over row ranges of whole buffers (one or more tensors, each with its row
+    dimension), combined without whole-buffer work: a result over rows nothing reached yet is
+    kept as it came (no fp32 buffer, no copy); one over rows that hold a result goes to an
+    accumulation-dtype "region" over only the overlapping rows (widened as needed; the rows a
+    kept result has inside it are cast in, the rest of it stays as it came); result() writes the
+    kept pieces and the region into one buffer per tensor, or, when a first result covered every
+    row, the region into that result (no new buffer). Subclasses say how a result combines
+    into the region (LSE merge, sum) and what a row nothing reached holds."""
 
-    A first partial result over every row is kept as it came (bf16 out, the kernel's LSE): no
-    zero-filled fp32 buffer, no copy. Later partial results merge in fp32 into a buffer over only
-    the rows they touch, widened as needed; result() writes those rows back. At 16K tokens x 64
-    heads x d128 a whole-buffer fp32 accumulator moves ~2.1 GB per forward (counted, not timed:
-    fill 0.54 GB, copy-in 0.27 + 0.54, cast-out 0.54 + 0.27); a zigzag ring step that touches few
-    rows now pays for those rows only.
-    The numbers are the same as with a whole fp32 buffer: untouched rows are the first result,
-    touched rows are merged in fp32 and rounded once."""
+    row_dims: tuple[int, ...] = ()
+    empty: tuple[float, ...] = ()
 
-    def __init__(self, q: torch.Tensor) -> None:
-        self.shape, self.dtype, self.device = tuple(q.shape), q.dtype, q.device
-        self.acc = acc_dtype(q.dtype)
-        self.base: tuple[torch.Tensor, torch.Tensor] | None = None  # the whole first result
-        self.lo = self.hi = 0  # rows [lo, hi) of the fp32 merge buffers
-        self.m_out: torch.Tensor | None = None
-        self.m_lse: torch.Tensor | None = None
+    def __init__(self, shapes: tuple[tuple[int, ...], ...], dtype: torch.dtype, device) -> None:
+        self.shapes, self.dtype, self.device = shapes, dtype, device
+        self.acc = acc_dtype(dtype)
+        self.rows = shapes[0][self.row_dims[0]]
+        self.pieces: list[tuple[int, int, tuple[torch.Tensor, ...]]] = []  # disjoint, as they came
+        self.home: tuple[torch.Tensor, ...] | None = None  # a first result over every row
+        self.lo = self.hi = 0  # rows [lo, hi) of the region
+        self.region: tuple[torch.Tensor, ...] | None = None
 
-    def add(self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None) -> None:
-        q1 = self.shape[1] if q1 is None else q1
-        if self.base is None and self.m_out is None and q0 == 0 and q1 == self.shape[1]:
-            self.base = (out, lse)
-            return
+    def _rows(self, ts, a: int, b: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t.narrow(d, a, b - a) for t, d in zip(ts, self.row_dims, strict=True))
+
+    def _put(self, ts, q0: int, q1: int) -> tuple[torch.Tensor, ...] | None:
+        """Keep ts for rows [q0, q1) if nothing reached them (None), else the region's rows."""
+        in_region = self.region is not None and q0 < self.hi and self.lo < q1
+        if not in_region and not any(q0 < p1 and p0 < q1 for p0, p1, _ in self.pieces):
+            self.pieces.append((q0, q1, tuple(ts)))
+            if (q0, q1) == (0, self.rows):
+                self.home = tuple(ts)
+            return None
         self._cover(q0, q1)
-        a, b = q0 - self.lo, q1 - self.lo
-        merge_into(self.m_out[:, a:b], self.m_lse[:, :, a:b], out, lse)
+        return self._rows(self.region, q0 - self.lo, q1 - self.lo)
 
-    def _initial(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 (out, lse) of rows [lo, hi) before any later merge: the first result, or empty."""
-        if self.base is not None:
-            return self.base[0][:, lo:hi].to(self.acc), self.base[1][:, :, lo:hi].to(self.acc)
-        b, _, h, d = self.shape
-        out = torch.zeros(b, hi - lo, h, d, dtype=self.acc, device=self.device)
-        return out, torch.full((b, h, hi - lo), float("-inf"), dtype=self.acc, device=self.device)
+    def _buffers(self, n: int, dtypes) -> tuple[torch.Tensor, ...]:
+        shapes = [list(s) for s in self.shapes]
+        for s, d in zip(shapes, self.row_dims, strict=True):
+            s[d] = n
+        return tuple(
+            torch.empty(s, dtype=dt, device=self.device) for s, dt in zip(shapes, dtypes, strict=True)
+        )
 
     def _cover(self, q0: int, q1: int) -> None:
-        if self.m_out is not None and self.lo <= q0 and q1 <= self.hi:
+        if self.region is not None and self.lo <= q0 and q1 <= self.hi:
             return
-        lo, hi = (q0, q1) if self.m_out is None else (min(q0, self.lo), max(q1, self.hi))
-        out, lse = self._initial(lo, hi)
-        if self.m_out is not None:
-            out[:, self.lo - lo : self.hi - lo] = self.m_out
-            lse[:, :, self.lo - lo : self.hi - lo] = self.m_lse
-        self.lo, self.hi, self.m_out, self.m_lse = lo, hi, out, lse
+        lo, hi = (q0, q1) if self.region is None else (min(q0, self.lo), max(q1, self.hi))
+        region = self._buffers(hi - lo, [self.acc] * len(self.shapes))
+        filled = [] if self.region is None else [(self.lo, self.hi, self.region)]
+        kept = []
+        for p0, p1, ts in self.pieces:
+            a, z = max(p0, lo), min(p1, hi)
+            if a >= z:
+                kept.append((p0, p1, ts))
+                continue
+            filled.append((a, z, self._rows(ts, a - p0, z - p0)))
+            kept += [(p0, a, self._rows(ts, 0, a - p0))] if p0 < a else []
+            kept += [(z, p1, self._rows(ts, z - p0, p1 - p0))] if z < p1 else []
+        self._assemble(region, lo, filled)
+        self.pieces, self.lo, self.hi, self.region = kept, lo, hi, region
+
+    def _assemble(self, bufs, lo: int, parts) -> None:
+        """Write disjoint row ranges into bufs (which start at row lo); gaps get `empty`."""
+        n = bufs[0].shape[self.row_dims[0]]
+        at = lo
+        for r0, r1, ts in [*sorted(parts, key=lambda p: p[0]), (lo + n, lo + n, None)]:
+            if at < r0:
+                for dst, fill in zip(self._rows(bufs, at - lo, r0 - lo), self.empty, strict=True):
+                    dst.fill_(fill)
+            if ts is not None:
+                for dst, src in zip(self._rows(bufs, r0 - lo, r1 - lo), ts, strict=True):
+                    dst.copy_(src)
+            at = r1
+
+    def _result(self, dtypes) -> tuple[torch.Tensor, ...]:
+        if self.home is not None and self.home[0].dtype == dtypes[0]:
+            # Every row outside the region is still the first result's: write the region into it.
+            bufs = tuple(t.to(dt) for t, dt in zip(self.home, dtypes, strict=True))
+            if self.region is not None:
+                for dst, src in zip(self._rows(bufs, self.lo, self.hi), self.region, strict=True):
+                    dst.copy_(src)
+            return bufs
+        parts = [*self.pieces, *([(self.lo, self.hi, self.region)] if self.region is not None else [])]
+        if len(parts) == 1 and parts[0][:2] == (0, self.rows):
+            return tuple(t.to(dt) for t, dt in zip(parts[0][2], dtypes, strict=True))
+        bufs = self._buffers(self.rows, dtypes)
+        self._assemble(bufs, 0, parts)
+        return bufs
+
+
+class LseAccumulator(RowParts):
+    """Running (out, lse) over a [B, S, H, D] query buffer, merged by LSE in fp32 where a row is
+    reached more than once (RowParts). At 16K tokens x 64 heads x d128 a whole-buffer fp32
+    accumulator moves ~2.1 GB per forward (fill 0.54 GB, copy-in 0.27 + 0.54, cast-out 0.54 +
+    0.27): a zigzag ring step that touches few rows pays for those rows only, and calls on
+    disjoint rows (all-gather CP: one call per query run) pay one bf16 copy. The numbers are
+    those of a whole fp32 buffer: rows reached once are that result, rows reached more than
+    once are merged in fp32 and rounded once."""
+
+    row_dims = (1, 2)
+    empty = (0.0, float("-inf"))
+
+    def __init__(self, q: torch.Tensor) -> None:
+        b, s, h, _ = q.shape
+        super().__init__((tuple(q.shape), (b, h, s)), q.dtype, q.device)
+
+    def add(self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None) -> None:
+        q1 = self.rows if q1 is None else q1
+        region = self._put((out, lse), q0, q1)
+        if region is not None:
+            merge_into(*region, out, lse)
 
     def result(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(out in `dtype`, default the query's, lse in the accumulation dtype) over every row;
         rows no partial result reached: out 0, lse -inf."""
-        dtype = self.dtype if dtype is None else dtype
-        if self.m_out is not None and self.base is None and (self.lo, self.hi) == (0, self.shape[1]):
-            return self.m_out.to(dtype), self.m_lse
-        if self.base is None:
-            self.base = self._zeros()
-        # .to() copies only when the dtype differs; the first result is this accumulator's own.
-        out, lse = self.base[0].to(dtype), self.base[1].to(self.acc)
-        if self.m_out is not None:
-            out[:, self.lo : self.hi] = self.m_out
-            lse[:, :, self.lo : self.hi] = self.m_lse
-        return out, lse
-
-    def _zeros(self) -> tuple[torch.Tensor, torch.Tensor]:
-        b, s, h, d = self.shape
-        out = torch.zeros(b, s, h, d, dtype=self.dtype, device=self.device)
-        return out, torch.full((b, h, s), float("-inf"), dtype=self.acc, device=self.device)
+        return self._result((self.dtype if dtype is None else dtype, self.acc))
 
     @property
     def out(self) -> torch.Tensor:
@@ -93,6 +144,26 @@ class LseAccumulator:
     @property
     def lse(self) -> torch.Tensor:
         return self.result(self.acc)[1]
+
+
+class RowSum(RowParts):
+    """dQ over a [B, S, H, D] query buffer: a step's gradient for rows no step reached yet is
+    kept as it came, later ones add in fp32 over the rows they touch (not a zero-filled fp32
+    buffer the size of q, added into by every call and cast at the end)."""
+
+    row_dims = (1,)
+    empty = (0.0,)
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device) -> None:
+        super().__init__((tuple(shape),), dtype, device)
+
+    def add(self, g: torch.Tensor, q0: int, q1: int) -> None:
+        region = self._put((g,), q0, q1)
+        if region is not None:
+            region[0].add_(g)
+
+    def result(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self._result((self.dtype if dtype is None else dtype,))[0]
 
 
 def _merge(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:

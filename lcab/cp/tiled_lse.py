@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 import torch
 
 from lcab.cp.base import RankPlan, RunCtx
-from lcab.cp.merge import LseAccumulator, acc_dtype
+from lcab.cp.merge import LseAccumulator, RowSum
 from lcab.cp.tiles import Tile
 
 GradFn = Callable[[int, torch.Tensor], torch.Tensor]  # (step, K/V block) -> that block's fp32 dK/dV
@@ -67,13 +67,13 @@ def backward_tiles(dout, q, kv, out, lse, tiles: list[Tile], dq, dkv) -> None:
     for t in tiles:
         a, b, c, d = t.q0, t.q1, t.k0, t.k1
         g = t.fns.bwd(dout[:, a:b], q[:, a:b], kv[0][:, c:d], kv[1][:, c:d], out[:, a:b], lse[:, :, a:b])
-        dq[:, a:b] += g[0]
+        dq.add(g[0], a, b)
         dkv[0][:, c:d] += g[1]
         dkv[1][:, c:d] += g[2]
 
 
 def backward_step(dout, q, kv, out, lse, tiles: list[Tile], dq) -> torch.Tensor:
-    """One step's tiles: adds into dq, returns this step's dK/dV as a fresh fp32 buffer. A single
+    """One step's tiles: adds into dq (a RowSum), returns this step's dK/dV as a fresh fp32 buffer. A single
     tile over every key row (the common zigzag step) is copied in, saving a zero-fill and an add."""
     n = kv.shape[2]
     if len(tiles) == 1 and tiles[0].k0 == 0 and tiles[0].k1 == n:
@@ -81,7 +81,7 @@ def backward_step(dout, q, kv, out, lse, tiles: list[Tile], dq) -> torch.Tensor:
         g = t.fns.bwd(
             dout[:, t.q0 : t.q1], q[:, t.q0 : t.q1], kv[0], kv[1], out[:, t.q0 : t.q1], lse[:, :, t.q0 : t.q1]
         )
-        dq[:, t.q0 : t.q1] += g[0]
+        dq.add(g[0], t.q0, t.q1)
         part = torch.empty(kv.shape, dtype=dq.dtype, device=dq.device)
         part[0].copy_(g[1])
         part[1].copy_(g[2])
@@ -111,11 +111,11 @@ class TiledLseAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         plan, run = ctx.plan, ctx.run
         dout = dout.contiguous()
-        dq = torch.zeros(q.shape, dtype=acc_dtype(q.dtype), device=q.device)
+        dq = RowSum(q.shape, q.dtype, q.device)
 
         def grad(s: int, kv: torch.Tensor) -> torch.Tensor:
             with run.timer:
                 return backward_step(dout, q, kv, out, lse, plan.steps[s].tiles, dq)
 
         dkv = plan.route.backward(torch.stack([k, v]), len(plan.steps), run, grad)
-        return dq.to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None, None
+        return dq.result(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None, None

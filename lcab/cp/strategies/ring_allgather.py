@@ -23,7 +23,7 @@ import torch
 
 from lcab.cp.base import RingOnly, RunCtx, Strategy, Topology
 from lcab.cp.emulation import RankBuffers, kv_block_bytes, take_rows, tiled_step
-from lcab.cp.merge import LseAccumulator, acc_dtype
+from lcab.cp.merge import LseAccumulator, RowSum, acc_dtype
 from lcab.cp.submask import Run
 from lcab.cp.tiled_lse import Step, TiledPlan, backward_tiles, forward_tiles
 from lcab.cp.tiles import StepCache, Tile, make_tiles
@@ -100,7 +100,7 @@ class AllGatherFn(torch.autograd.Function):
         w = plan.topo.world
         adt = acc_dtype(q.dtype)
         with run.timer.region("layout"):
-            dq = torch.zeros(q.shape, dtype=adt, device=q.device)
+            dq = RowSum(q.shape, q.dtype, q.device)
             dfull = torch.zeros(full.shape, dtype=adt, device=q.device)
             dout = dout.contiguous()
         with run.timer:
@@ -113,7 +113,7 @@ class AllGatherFn(torch.autograd.Function):
         with run.timer.region("comm"):
             run.comm.reduce_scatter(mine.view(-1), scat.view(-1), run.groups["ring"], "reduce_scatter_dkv")
         with run.timer.region("layout"):
-            return dq.to(q.dtype), mine[0].to(q.dtype), mine[1].to(q.dtype), None, None
+            return dq.result(q.dtype), mine[0].to(q.dtype), mine[1].to(q.dtype), None, None
 
 
 class RingAllGather(RingOnly, Strategy):
