@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 16 on one host of W GPUs (nvidia-h200-x2: W = 2), in two resumable parts:
-#   scripts/gpu_h200x2.sh PART SECONDS [OVERRIDES...]       PART = 1 or 2; SECONDS: its time limit
+#   scripts/gpu_h200x2.sh PART SECONDS [OVERRIDES...]       PART = 1, 2 or verify; SECONDS: its time limit
 # Part 1 (the targets): single-GPU baselines (cp=none, same total length), then the grid at 16K
 #   tokens per GPU: kernels x {ulysses, ring, ring_allgather, usp, double_ring, torch_ring,
 #   yunchang_usp} x {full, causal, full_document, causal_document} x {fwd, bwd}.
@@ -73,7 +73,15 @@ calls() {
   echo "== calls exit $? after $SECONDS s"
 }
 
+verify_pass() {
+  sweep_pass h200x2 verify verify "$ranks" "seqlen=$((k1 * world))" "kernel=$kernels" "cp=$lcab_cp,$peers" \
+    bench.mode=fwd_bwd bench.verify=true
+}
+
 case $part in
+verify) # the verify pass of part 2 alone
+  verify_pass
+  ;;
 1)
   grid "$k16" 16k
   ;;
@@ -82,8 +90,7 @@ case $part in
   calls ring_allgather zigzag causal_document
   calls ring zigzag causal_document            # item 4: zigzag vs balanced, calls per rank
   calls ring balanced causal_document
-  sweep_pass h200x2 verify verify "$ranks" "seqlen=$((k1 * world))" "kernel=$kernels" "cp=$lcab_cp,$peers" \
-    bench.mode=fwd_bwd bench.verify=true
+  verify_pass
   sweep_pass h200x2 balanced16k results "$ranks" "seqlen=$((k16 * world))" "kernel=$first_kernel" cp=ring \
     cp.shard=balanced mask=causal,causal_document
   grid "$k8" 8k
@@ -92,7 +99,7 @@ case $part in
     "cp=$lcab_cp" "cp.emulate=$world"
   ;;
 *)
-  echo "lcab: PART must be 1 or 2, not $part" >&2
+  echo "lcab: PART must be 1, 2 or verify, not $part" >&2
   exit 2
   ;;
 esac
