@@ -117,9 +117,10 @@ class UlyssesCPConfig(CPConfig):
     """All-to-all over heads (`- ulysses_schema`)."""
 
     ulysses_degree: int = 0  # 0 = the whole world
-    # All-to-all in this many head chunks, each in flight during the previous chunk's attention
-    # (lcab.cp.head_pipeline); 0 = the largest divisor of a rank's kv heads up to 4; 1 = no overlap.
-    head_chunks: int = 0
+    # Exchange in this many head chunks, each in flight during the previous chunk's attention
+    # (lcab.cp.head_pipeline); 1 = no overlap; 0 = the largest divisor of a rank's kv heads up to 4.
+    head_chunks: int = 1
+    exchange: str = "pairwise"  # all_to_all (NCCL all_to_all_single) | pairwise (p2p; lcab.cp.head_exchange)
 
 
 @dataclass
@@ -135,7 +136,8 @@ class MeshCPConfig(CPConfig):
 class UspCPConfig(MeshCPConfig):
     """usp (`- usp_schema`): with ring degree 1 it is Ulysses, and pipelines its heads as Ulysses does."""
 
-    head_chunks: int = 0  # see UlyssesCPConfig
+    head_chunks: int = 1  # see UlyssesCPConfig
+    exchange: str = "pairwise"
 
 
 @dataclass

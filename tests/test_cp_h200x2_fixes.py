@@ -102,7 +102,7 @@ COPY_OPS = (
 )
 
 
-def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
+def _ulysses_layout_ops(mask_name: str, shard: str, s: int, cp_opts: dict) -> dict:
     """One Ulysses fwd and bwd on this rank with a real plan and gloo groups: the aten ops that move
     memory outside the kernel calls (counted by a dispatch mode that the compute region pauses),
     the collectives, and the exchange checked bit for bit against the global tensors."""
@@ -117,7 +117,9 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
     from lcab.plan import Cell
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    c = case_config("ulysses", mask=mask_name, seqlen=s, shard=shard, world=world, heads=(8, 4), dtype="fp32")
+    c = case_config(
+        "ulysses", mask=mask_name, seqlen=s, shard=shard, world=world, heads=(8, 4), dtype="fp32", **cp_opts
+    )
     dev = torch.device("cpu")
     prep = prepare(Cell(c, "u"), dev, rank, world)
     run = open_cell(prep, c["cp"], dev)
@@ -126,6 +128,7 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
     mine = local_inputs(glob, prep.shard, rank)
 
     counts: dict[str, int] = {}
+    moved = [0]
 
     class Count(TorchDispatchMode):
         paused = False
@@ -134,6 +137,9 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
             name = func.overloadpacket.__name__
             if not Count.paused and name in COPY_OPS:
                 counts[name] = counts.get(name, 0) + 1
+                res = func(*args, **(kwargs or {}))
+                moved[0] += res.numel() * res.element_size()  # bytes written by the copy
+                return res
                 import os
                 import traceback
 
@@ -157,10 +163,11 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
     q, k, v = (t.detach().clone().requires_grad_() for t in mine.qkv)
     with Count():
         out = prep.strategy.attention(q, k, v, prep.plan, run)
-        fwd = dict(counts)
+        fwd, fwd_bytes = dict(counts), moved[0]
         counts.clear()
+        moved[0] = 0
         torch.autograd.grad(out, (q, k, v), mine.dout)
-    bwd = dict(counts)
+    bwd, bwd_bytes = dict(counts), moved[0]
 
     # The exchange alone, against the global tensor: rank m gets the group's tokens (rank 0's,
     # then rank 1's, in shard order) and heads [m*h, (m+1)*h); head_to_seq gives x back exactly.
@@ -174,6 +181,9 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
     return {
         "fwd": fwd,
         "bwd": bwd,
+        "fwd_bytes": fwd_bytes,
+        "bwd_bytes": bwd_bytes,
+        "local_bytes": {n: t.numel() * t.element_size() for n, t in zip("qkv", mine.qkv, strict=True)},
         "calls": dict(run.comm.stats.calls),
         "exchange_exact": bool(torch.equal(y, ref)),
         "inverse_exact": bool(torch.equal(back, x)),
@@ -183,22 +193,29 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int) -> dict:
     }
 
 
-def test_ulysses_layout_work_per_call(pools):
-    """Defect 3: outside the kernel calls a Ulysses call copies each tensor once before its
-    all_to_all and once after it into place, a causal mask adds one gather per tensor each way, a
-    full mask none; no fp32 accumulator, zero-fill, cast or K/V stack. The exchange runs in n head
-    chunks (8 q / 4 kv heads at world 2: n = 2 by default), so each count is per chunk. The eager
-    kernel used here returns [B, H, S, D]-strided outputs and dq: one more copy each before
-    their exchange where no gather made them contiguous."""
-    r = pools(2).run(_ulysses_layout_ops, "full", "zigzag", 128)  # rank 0's answer
+@pytest.mark.parametrize("exchange", ["all_to_all", "pairwise"])
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_ulysses_layout_work_per_call(pools, exchange, chunks):
+    """Defect 3: outside the kernel calls a Ulysses call writes each of q, k, v once before its
+    exchange and the output once after it (at batch 1 nothing else, whatever the exchange and
+    head chunk count), and a causal mask adds one gather per tensor each way; no fp32
+    accumulator, zero-fill, cast or K/V stack. The eager kernel used here returns a
+    [B, H, S, D]-strided output: all_to_all copies all of it into its send buffer, pairwise only
+    the other member's half (its own half is landed from where it is)."""
+    opts = {"exchange": exchange, "head_chunks": chunks}
+    r = pools(2).run(_ulysses_layout_ops, "full", "zigzag", 128, opts)  # rank 0's answer
     n = r["chunks"]
-    assert n == 2
+    assert n == chunks
     exchanges = {f"a2a_{t}{d}": n for t in ("q", "k", "v", "out") for d in ("", "_bwd")}
     assert r["exchange_exact"] and r["inverse_exact"]
     assert r["single_call"] and not r["perm"]
     assert r["calls"] == {**exchanges, "t": 2}
-    assert r["fwd"] == {"clone": 4 * n, "copy_": n} and r["bwd"] == {"clone": 2 * n, "copy_": 3 * n}, r
-    r = pools(2).run(_ulysses_layout_ops, "causal", "zigzag", 128)
+    q, k, v = (r["local_bytes"][t] for t in "qkv")
+    strided = q if exchange == "all_to_all" else q // 2
+    assert r["fwd_bytes"] == q + k + v + q + strided, r
+    assert set(r["fwd"]) <= {"clone", "copy_"}, r
+    r = pools(2).run(_ulysses_layout_ops, "causal", "zigzag", 128, opts)
     assert r["exchange_exact"] and r["inverse_exact"] and r["single_call"] and r["perm"]
-    assert r["fwd"] == {"clone": 3 * n, "index_select": 4 * n, "copy_": n}, r
-    assert r["bwd"] == {"clone": n, "index_select": 4 * n, "copy_": 3 * n}, r
+    assert r["fwd_bytes"] == 2 * (q + k + v + q), r  # gathers made every tensor contiguous
+    assert r["fwd"]["index_select"] == 4 * n and set(r["fwd"]) <= {"clone", "copy_", "index_select"}, r
+    assert r["bwd"]["index_select"] == 4 * n and set(r["bwd"]) <= {"clone", "copy_", "index_select"}, r

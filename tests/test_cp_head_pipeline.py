@@ -102,6 +102,9 @@ def test_chunks_that_split_a_kv_head_are_refused(cp, opts):
     shape = ShapeSpec(1, 64, 8, 128, torch.bfloat16, torch.device("cpu"))  # 4 kv heads per rank at world 2
     s = strategies.get(cp)
     assert s.check({**opts, "head_chunks": 4}, shape, 2).head_chunks == 4
-    assert s.check(opts, shape, 2).head_chunks == 4
+    assert s.check({**opts, "head_chunks": 0}, shape, 2).head_chunks == 4  # auto
+    assert s.check(opts, shape, 2).head_chunks == 1  # the default: no overlap (measured faster)
+    with pytest.raises(ConfigError, match=r"^cp.exchange must be one of all_to_all, pairwise, not 'nccl'$"):
+        s.check({**opts, "exchange": "nccl"}, shape, 2)
     with pytest.raises(ConfigError, match=r"^head_chunks 3 does not divide the 4 kv heads a rank holds"):
         s.check({**opts, "head_chunks": 3}, shape, 2)

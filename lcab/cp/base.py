@@ -40,7 +40,8 @@ class Degrees:
     ring: int
     kv_replicas: int = 1  # KV heads replicated this many times to reach the Ulysses degree
     windows: int = 1  # double_ring
-    head_chunks: int = 1  # Ulysses all-to-all pipelined over this many head chunks (lcab.cp.head_pipeline)
+    head_chunks: int = 1  # Ulysses exchange pipelined over this many head chunks (lcab.cp.head_pipeline)
+    exchange: str = "all_to_all"  # how Ulysses moves heads (lcab.cp.head_exchange)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def bus_factor(op: Op, n: int) -> float:
         return 1.0
     if op is Op.ALL_REDUCE:
         return 2.0 * (n - 1) / n
-    if op in (Op.ALL_GATHER, Op.REDUCE_SCATTER, Op.ALL_TO_ALL):
+    if op in (Op.ALL_GATHER, Op.REDUCE_SCATTER, Op.ALL_TO_ALL, Op.PAIRWISE):
         return (n - 1) / n
     raise ValueError(f"no bus factor for {op!r}")
 
@@ -54,7 +54,7 @@ class Spec:
     def numel(self) -> int:
         """Elements of the nccl-tests-sized buffer, rounded up so the group divides it."""
         n = math.ceil(self.size_bytes / self.itemsize)
-        if self.op in (Op.ALL_GATHER, Op.REDUCE_SCATTER, Op.ALL_TO_ALL):
+        if self.op in (Op.ALL_GATHER, Op.REDUCE_SCATTER, Op.ALL_TO_ALL, Op.PAIRWISE):
             n = math.ceil(n / self.group_size) * self.group_size
         return max(n, self.group_size)
 
@@ -112,6 +112,18 @@ def _call(spec: Spec, info: KindInfo, device: torch.device) -> Callable[[], None
                 w.wait()
 
         return hop
+    if spec.op is Op.PAIRWISE:  # a slice to and from every other member, one batch
+        me = dist.get_rank()
+        peers = [p for p in info.peers if p != me]
+        sends, recvs = [buf(n // g) for _ in peers], [buf(n // g) for _ in peers]
+
+        def pairwise() -> None:
+            ops = [dist.P2POp(dist.isend, t, p, group=group) for t, p in zip(sends, peers, strict=True)]
+            ops += [dist.P2POp(dist.irecv, t, p, group=group) for t, p in zip(recvs, peers, strict=True)]
+            for w in dist.batch_isend_irecv(ops):
+                w.wait()
+
+        return pairwise
     if spec.op is Op.ALL_GATHER:
         out, inp = buf(n), buf(n // g)
         return lambda: all_gather_tensor(out, inp, group=group)

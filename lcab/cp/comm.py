@@ -29,6 +29,9 @@ class Op(StrEnum):
     ALL_GATHER = "all_gather"
     REDUCE_SCATTER = "reduce_scatter"
     ALL_REDUCE = "all_reduce"
+    # An all-to-all as p2p: every rank sends each other member its slice and copies its own
+    # locally (lcab.cp.head_exchange.Pairwise); sized and bus-factored like all_to_all.
+    PAIRWISE = "pairwise"
 
 
 @dataclass
@@ -42,7 +45,7 @@ class KindInfo:
     dtype: torch.dtype
     size_bytes: int = 0
     group: object = field(default=None, repr=False, compare=False)  # not picklable in general
-    peers: tuple[int, int] | None = None  # p2p: (to, from) global ranks
+    peers: tuple[int, ...] | None = None  # p2p: (to, from); pairwise: the group's global ranks
 
 
 @dataclass
@@ -60,8 +63,9 @@ class CommStats:
         self.kinds = {}
         self.wait_s = 0.0
 
-    def record(self, kind: str, op: Op, group, sent: int, buf: torch.Tensor, peers=None) -> None:
-        """One call of `kind` that sent `sent` bytes; `buf` is the tensor nccl-tests sizes it by."""
+    def record(self, kind: str, op: Op, group, sent: int, buf: torch.Tensor, peers=None, size: int = 0) -> None:
+        """One call of `kind` that sent `sent` bytes; `buf` is the tensor nccl-tests sizes it by
+        (or `size` bytes of buf's dtype, where no one tensor is that buffer)."""
         self.bytes_sent += sent
         self.calls[kind] += 1
         self.bytes_by_kind[kind] += sent
@@ -69,7 +73,7 @@ class CommStats:
         if info is None:
             info = KindInfo(op, dist.get_world_size(group), buf.dtype, group=group, peers=peers)
             self.kinds[kind] = info
-        info.size_bytes += nbytes(buf)
+        info.size_bytes += size or nbytes(buf)
 
 
 class Handle:
@@ -92,6 +96,14 @@ class Comm:
         """Send `send` to global rank `to` while receiving `recv` from `frm` (one ring hop)."""
         self.stats.record(kind, Op.P2P, group, nbytes(send), send, peers=(to, frm))
         ops = [dist.P2POp(dist.isend, send, to, group=group), dist.P2POp(dist.irecv, recv, frm, group=group)]
+        return Handle(dist.batch_isend_irecv(ops), self.stats)
+
+    def pairwise_start(self, sends, recvs, group, kind: str, members: tuple[int, ...], size: int) -> Handle:
+        """An all-to-all as p2p: (tensor, global peer) pairs to send and to receive into, one
+        batch; `size` is the whole buffer an all_to_all would move (nccl-tests' size)."""
+        self.stats.record(kind, Op.PAIRWISE, group, sum(nbytes(t) for t, _ in sends), sends[0][0], members, size)
+        ops = [dist.P2POp(dist.isend, t, p, group=group) for t, p in sends]
+        ops += [dist.P2POp(dist.irecv, t, p, group=group) for t, p in recvs]
         return Handle(dist.batch_isend_irecv(ops), self.stats)
 
     def all_gather(self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_gather") -> None:

@@ -1,11 +1,15 @@
-"""Ulysses with its all-to-alls overlapped: the heads a rank will own are cut into C chunks; the
-all-to-all of chunk c+1's q, k, v is in flight while chunk c's attention runs, and chunk c's
-output travels back while chunk c+1 computes. The backward does the same with dout in and
-dq, dk, dv back. What stays exposed: the first chunk's exchange in, the last one's out, and the
-send-buffer copies (timed as "layout"); the compute stream's waits on NCCL are timed as "comm".
+"""Ulysses with its exchanges optionally overlapped (cp.head_chunks): the heads a rank will own are
+cut into C chunks; the exchange of chunk c+1's q, k, v is in flight while chunk c's attention
+runs, and chunk c's output travels back while chunk c+1 computes. The backward does the same
+with dout in and dq, dk, dv back. What stays exposed: the first chunk's exchange in, the last
+one's out, and the copies (timed as "layout"); the compute stream's waits on the exchange are
+timed as "comm". C = 1 is plain Ulysses (one exchange each way, nothing overlapped).
 
-Issue 16: unchunked, nothing overlapped the four all_to_all of a forward (1.5 ms of 31 ms at
-S = 32K, world 2, on H200), so Ulysses stayed below 0.92 of one GPU on full and causal.
+Measured on two H200s (NCCL all_to_all, cuDNN, S = 32K, 64:8 heads, issue 16): C = 2 and 4 were
+slower than C = 1 at full (fwd 538 / 534 vs 567 TFLOPs/s per GPU, bwd 516 / 501 vs 525): the
+all-to-all kernels share the SMs with the attention and every chunk adds a point where the two
+ranks wait for each other; only causal_document fwd gained at C = 2 (329 vs 302). So the default
+is C = 1 and chunking is a knob to measure, not a given.
 
 Chunk c holds, on rank j of the group, heads j*H/U + c*H/(U*C) ... + H/(U*C) of q (and the kv heads
 of the same GQA groups), so every chunk is a self-contained attention problem.
@@ -20,6 +24,7 @@ import torch
 
 from lcab.config import ConfigError
 from lcab.cp.base import Degrees, RunCtx
+from lcab.cp.head_exchange import EXCHANGE, Members, Pending, land
 from lcab.cp.merge import LseAccumulator, RowSum, acc_dtype
 from lcab.cp.tiled_lse import backward_tiles, forward_tiles
 from lcab.cp.tiles import Tile
@@ -28,36 +33,8 @@ from lcab.kernels.base import ShapeSpec
 
 def auto_chunks(heads_kv_local: int, cap: int = 4) -> int:
     """The largest divisor of the kv heads a rank holds that is <= cap (each chunk keeps whole
-    GQA groups; four chunks hide all but a quarter of one exchange)."""
+    GQA groups): cp.head_chunks=0."""
     return max(c for c in range(1, min(cap, heads_kv_local) + 1) if heads_kv_local % c == 0)
-
-
-def send_buffer(x: torch.Tensor, u: int, n: int, c: int) -> torch.Tensor:
-    """[B, L, H, D] (my tokens, all heads) -> contiguous [U, B, L, h, D]: destination j gets its
-    heads' chunk c (h = H / (U * n))."""
-    b, seq, h, d = x.shape
-    return x.reshape(b, seq, u, n, h // (u * n), d)[:, :, :, c].permute(2, 0, 1, 3, 4).contiguous()
-
-
-def as_heads(recv: torch.Tensor) -> torch.Tensor:
-    """Received [U(src), B, L, h, D] -> [B, U*L, h, D] (the group's tokens in source order; a view
-    at batch 1)."""
-    u, b, seq, h, d = recv.shape
-    return recv.permute(1, 0, 2, 3, 4).reshape(b, u * seq, h, d)
-
-
-def return_buffer(y: torch.Tensor, u: int) -> torch.Tensor:
-    """[B, U*L, h, D] -> contiguous [U, B, L, h, D]: source j's tokens go back to j (no copy at
-    batch 1)."""
-    b, useq, h, d = y.shape
-    return y.reshape(b, u, useq // u, h, d).permute(1, 0, 2, 3, 4).contiguous()
-
-
-def put_chunk(dst: torch.Tensor, recv: torch.Tensor, n: int, c: int) -> None:
-    """Write received [U(src), B, L, h, D] (my tokens, src's heads of chunk c) into dst [B, L, H, D]."""
-    b, seq, h, d = dst.shape
-    u = recv.shape[0]
-    dst.view(b, seq, u, n, h // (u * n), d)[:, :, :, c].copy_(recv.permute(1, 2, 0, 3, 4))
 
 
 @dataclass(frozen=True)
@@ -94,9 +71,10 @@ class Pipeline:
     """What the pipelined exchange needs: degree, chunk count, the attention of one chunk, and
     the token order between the all-to-all buffer and global order."""
 
-    u: int
+    members: Members
     chunks: int
     attn: ChunkAttention
+    exchange: str  # a name in lcab.cp.head_exchange.EXCHANGE
     perm: torch.Tensor | None = None  # buffer position of each global token; None = identity
     unperm: torch.Tensor | None = None  # global token of each buffer position; None = padded
 
@@ -116,35 +94,17 @@ class Pipeline:
             return [t.new_zeros(t.shape[0], buffer_len, *t.shape[2:]).index_copy(1, self.perm, t) for t in ts]
 
 
-class _Exchange:
-    """Async all_to_all of one chunk's tensors; wait() returns them in head layout."""
-
-    def __init__(self, tensors, kinds, run: RunCtx, group) -> None:
-        self.run, self.recv, self.handles = run, [], []
-        self.send = tensors  # alive until the exchange is waited on
-        for t, kind in zip(tensors, kinds, strict=True):
-            out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-            self.handles.append(run.comm.all_to_all_start(out, t, group, kind))
-            self.recv.append(out)
-
-    def wait(self) -> list[torch.Tensor]:
-        with self.run.timer.region("comm"):  # the compute stream's stall on NCCL
-            for h in self.handles:
-                h.wait()
-        return self.recv
-
-
 def _pipelined(
     n: int,
-    send: Callable[[int], _Exchange],
+    send: Callable[[int], Pending],
     compute: Callable[[int, list[torch.Tensor]], list[torch.Tensor]],
-    back: Callable[[int, list[torch.Tensor]], _Exchange],
-    land: Callable[[int, list[torch.Tensor]], None],
+    back: Callable[[int, list[torch.Tensor]], Pending],
+    land: Callable[[int, list], None],
 ) -> None:
     """Chunk c+1's exchange in flight during chunk c's compute; chunk c's results travel back
     while chunk c+1 computes and are landed one iteration later."""
     inbound = send(0)
-    outbound: tuple[int, _Exchange] | None = None
+    outbound: tuple[int, Pending] | None = None
     for c in range(n):
         nxt = send(c + 1) if c + 1 < n else None
         results = compute(c, inbound.wait())
@@ -160,33 +120,24 @@ class PipelinedUlysses(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, pipe: Pipeline, run: RunCtx):
-        g, u, n = run.groups.get("uly"), pipe.u, pipe.chunks
+        g, m, n, ex = run.groups.get("uly"), pipe.members, pipe.chunks, EXCHANGE[pipe.exchange]
         out = torch.empty_like(q)
         saved: list[torch.Tensor] = []
 
-        def send(c):
-            with run.timer.region("layout"):
-                bufs = [send_buffer(t, u, n, c) for t in (q, k, v)]
-            return _Exchange(bufs, ("a2a_q", "a2a_k", "a2a_v"), run, g)
-
-        def compute(c, recv):
-            heads = [as_heads(t) for t in recv]
+        def compute(c, heads):
             qc, kc, vc = pipe.to_global(heads, run)
             with run.timer:
                 oc, lse = pipe.attn.fwd(qc, kc, vc)
             saved.extend((qc, kc, vc, oc, lse))
             return pipe.to_buffer([oc], run, heads[0].shape[1])
 
-        def back(c, results):
-            with run.timer.region("layout"):
-                bufs = [return_buffer(results[0], u)]
-            return _Exchange(bufs, ("a2a_out",), run, g)
-
-        def land(c, recv):
-            with run.timer.region("layout"):
-                put_chunk(out, recv[0], n, c)
-
-        _pipelined(n, send, compute, back, land)
+        _pipelined(
+            n,
+            send=lambda c: ex.to_heads((q, k, v), ("a2a_q", "a2a_k", "a2a_v"), m, n, c, run, g),
+            compute=compute,
+            back=lambda c, res: ex.to_seq(res, ("a2a_out",), m, run, g),
+            land=lambda c, parts: _land(run, (out,), parts, n, c),
+        )
         ctx.save_for_backward(*saved)
         ctx.pipe, ctx.run, ctx.kshape = pipe, run, k.shape
         return out
@@ -194,40 +145,36 @@ class PipelinedUlysses(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         pipe, run = ctx.pipe, ctx.run
-        g, u, n = run.groups.get("uly"), pipe.u, pipe.chunks
+        g, m, n, ex = run.groups.get("uly"), pipe.members, pipe.chunks, EXCHANGE[pipe.exchange]
         saved = ctx.saved_tensors
         dout = dout.contiguous()
         dq = torch.empty(dout.shape, dtype=dout.dtype, device=dout.device)
         dk = torch.empty(ctx.kshape, dtype=dout.dtype, device=dout.device)
         dv = torch.empty_like(dk)
 
-        def send(c):
-            with run.timer.region("layout"):
-                bufs = [send_buffer(dout, u, n, c)]
-            return _Exchange(bufs, ("a2a_out_bwd",), run, g)
-
-        def compute(c, recv):
-            buf = as_heads(recv[0])
-            (doc,) = pipe.to_global([buf], run)
+        def compute(c, heads):
+            (doc,) = pipe.to_global(heads, run)
             qc, kc, vc, oc, lse = saved[5 * c : 5 * c + 5]
             with run.timer:
                 grads = pipe.attn.bwd(doc, qc, kc, vc, oc, lse)
             with run.timer.region("layout"):
                 grads = [t.to(dout.dtype) for t in grads]
-            return pipe.to_buffer(grads, run, buf.shape[1])
+            return pipe.to_buffer(grads, run, heads[0].shape[1])
 
-        def back(c, results):
-            with run.timer.region("layout"):
-                bufs = [return_buffer(t, u) for t in results]
-            return _Exchange(bufs, ("a2a_q_bwd", "a2a_k_bwd", "a2a_v_bwd"), run, g)
-
-        def land(c, recv):
-            with run.timer.region("layout"):
-                for dst, r in zip((dq, dk, dv), recv, strict=True):
-                    put_chunk(dst, r, n, c)
-
-        _pipelined(n, send, compute, back, land)
+        _pipelined(
+            n,
+            send=lambda c: ex.to_heads((dout,), ("a2a_out_bwd",), m, n, c, run, g),
+            compute=compute,
+            back=lambda c, res: ex.to_seq(res, ("a2a_q_bwd", "a2a_k_bwd", "a2a_v_bwd"), m, run, g),
+            land=lambda c, parts: _land(run, (dq, dk, dv), parts, n, c),
+        )
         return dq, dk, dv, None, None
+
+
+def _land(run: RunCtx, dsts, parts, n: int, c: int) -> None:
+    with run.timer.region("layout"):
+        for dst, p in zip(dsts, parts, strict=True):
+            land(dst, p, n, c)
 
 
 def resolve_chunks(requested: int, deg: Degrees, shape: ShapeSpec) -> int:

@@ -82,11 +82,11 @@ def backward_step(dout, q, kv, out, lse, tiles: list[Tile], dq) -> torch.Tensor:
             dout[:, t.q0 : t.q1], q[:, t.q0 : t.q1], kv[0], kv[1], out[:, t.q0 : t.q1], lse[:, :, t.q0 : t.q1]
         )
         dq.add(g[0], t.q0, t.q1)
-        part = torch.empty(kv.shape, dtype=dq.dtype, device=dq.device)
+        part = torch.empty(kv.shape, dtype=dq.acc, device=dq.device)
         part[0].copy_(g[1])
         part[1].copy_(g[2])
         return part
-    part = torch.zeros(kv.shape, dtype=dq.dtype, device=dq.device)
+    part = torch.zeros(kv.shape, dtype=dq.acc, device=dq.device)
     backward_tiles(dout, q, kv, out, lse, tiles, dq, part)
     return part
 

@@ -23,6 +23,7 @@ import torch
 from lcab.config import CPConfig, UlyssesCPConfig
 from lcab.cp.base import Degrees, RunCtx, Strategy, Topology, degree
 from lcab.cp.emulation import RankBuffers, mesh_bytes, rank_heads, tiled_step
+from lcab.cp.head_exchange import Members, check_exchange
 from lcab.cp.head_pipeline import ChunkAttention, Pipeline, PipelinedUlysses, resolve_chunks
 from lcab.cp.heads import group_concat_runs, group_token_index, local_shape, to_heads, to_seq
 from lcab.cp.sharding import Shard
@@ -99,7 +100,8 @@ def ulysses_plan(
     tiles = tuple(steps[0].tiles)
     t = tiles[0]
     single = len(tiles) == 1 and (t.q0, t.q1, t.k0, t.k1) == (0, mask.seqlen_q, 0, mask.seqlen_k)
-    pipe = Pipeline(topo.deg.ulysses, n, ChunkAttention(tiles, single), perm, unperm)
+    members = Members(tuple(topo.uly_ranks()), topo.uly_index)
+    pipe = Pipeline(members, n, ChunkAttention(tiles, single), topo.deg.exchange, perm, unperm)
     return UlyssesPlan(**common, notes=notes, steps=steps, pipe=pipe)
 
 
@@ -139,8 +141,11 @@ def ulysses_emulated(plan: UlyssesPlan, glob: StepInputs, mode: str) -> Callable
     return lambda: [f() for f in calls]
 
 
-def check_chunks(strategy: Strategy, cp: Mapping | CPConfig, deg: Degrees, shape: ShapeSpec) -> Degrees:
-    return replace(deg, head_chunks=resolve_chunks(strategy.settings(cp).head_chunks, deg, shape))
+def check_exchange_options(strategy: Strategy, cp: Mapping | CPConfig, deg: Degrees, shape: ShapeSpec) -> Degrees:
+    """cp.head_chunks and cp.exchange, checked and resolved into the degrees the plan reads."""
+    opts = strategy.settings(cp)
+    chunks = resolve_chunks(opts.head_chunks, deg, shape)
+    return replace(deg, head_chunks=chunks, exchange=check_exchange(opts.exchange))
 
 
 class Ulysses(Strategy):
@@ -155,7 +160,7 @@ class Ulysses(Strategy):
         return Degrees(ulysses=degree(cp.ulysses_degree, world), ring=1)
 
     def check(self, cp: Mapping | CPConfig, shape: ShapeSpec, world: int) -> Degrees:
-        return check_chunks(self, cp, super().check(cp, shape, world), shape)
+        return check_exchange_options(self, cp, super().check(cp, shape, world), shape)
 
     def group_specs(self, topo: Topology) -> dict:
         return {"uly": [topo.uly_ranks(i) for i in range(topo.deg.ring)]}

@@ -14,7 +14,12 @@ import torch
 from lcab.config import CPConfig, UspCPConfig
 from lcab.cp.base import Degrees, RunCtx, mesh_degrees
 from lcab.cp.rings import RingLike
-from lcab.cp.strategies.ulysses import check_chunks, ulysses_attention, ulysses_emulated, ulysses_plan
+from lcab.cp.strategies.ulysses import (
+    check_exchange_options,
+    ulysses_attention,
+    ulysses_emulated,
+    ulysses_plan,
+)
 from lcab.harness.inputs import StepInputs
 from lcab.kernels.base import ShapeSpec
 
@@ -30,7 +35,7 @@ class Usp(RingLike):
 
     def check(self, cp: Mapping | CPConfig, shape: ShapeSpec, world: int) -> Degrees:
         deg = super().check(cp, shape, world)
-        return check_chunks(self, cp, deg, shape) if deg.ring == 1 else deg
+        return check_exchange_options(self, cp, deg, shape) if deg.ring == 1 else deg
 
     def plan(self, mask, shard, topo, kernel, shape):
         if topo.deg.ring == 1:
