@@ -39,6 +39,22 @@ def check_against_eager(device: torch.device, b: int, s: int, h: int, d: int) ->
         assert torch.isneginf(acc_l[0, 3, 4]).item() and acc_o[0, 4, 3].abs().max().item() == 0
 
 
+def check_final_into_bf16(device: torch.device, b: int, s: int, h: int, d: int) -> None:
+    """A row's last merge straight into its bf16 first result equals the fp32 path (cast in,
+    merge, round once) bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    first = torch.randn(b, s, h, d, generator=g).to(torch.bfloat16)
+    first_l = torch.randn(b, h, s, generator=g) * 3
+    out = torch.randn(b, s - 4, h, d, generator=g).to(torch.bfloat16)
+    lse = torch.randn(b, h, s - 4, generator=g) * 3
+    first_l[0, 1, 3] = float("-inf")
+    first, first_l, out, lse = (t.to(device) for t in (first, first_l, out, lse))
+    ref_o, ref_l = first.float(), first_l.clone()
+    merge_rows(ref_o[:, 2 : s - 2], ref_l[:, :, 2 : s - 2], out, lse)
+    merge_rows(first[:, 2 : s - 2], first_l[:, :, 2 : s - 2], out, lse)  # in place, bf16
+    assert torch.equal(first, ref_o.to(torch.bfloat16)) and torch.equal(first_l, ref_l)
+
+
 def check_key_blocks(device: torch.device, s: int, h: int, d: int) -> None:
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(1, s, h, d, generator=g, dtype=torch.float64) for _ in range(3))
@@ -57,6 +73,7 @@ def main() -> int:
     a = ap.parse_args()
     dev = torch.device(a.device)
     check_against_eager(dev, 2, 13, 6, 24)  # H and D not powers of two: masked lanes
+    check_final_into_bf16(dev, 2, 13, 6, 24)
     if dev.type == "cuda":
         check_against_eager(dev, 1, 8192, 64, 128)  # a ring step's real shape
     check_key_blocks(dev, 64 if dev.type == "cpu" else 1024, 4, 32)

@@ -139,3 +139,21 @@ def test_row_sum_keeps_first_gradients_and_adds_overlaps_in_the_accumulation_dty
     out = acc.result(torch.float32)
     assert torch.equal(out, ref)  # fp32 sums of bf16 values in this order: exact
     assert not out[:, 10:].any()  # rows nothing reached
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_last_merge_into_the_first_result_equals_the_region_path(dtype):
+    """A ring step's merge that no later step follows goes straight into the kept first result
+    (no fp32 region): the same numbers, bit for bit, as cast-in, merge, round once."""
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(1, 40, 2, 8, generator=g).to(dtype) for _ in range(3))
+    steps = [(0, 40, 0, 24), (16, 40, 24, 40)]  # the second step reaches rows 16..39, last
+    results = []
+    for last in (False, True):
+        acc = LseAccumulator(q)
+        for i, (q0, q1, k0, k1) in enumerate(steps):
+            o, lse = eager_attention(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], None)
+            acc.add(o.to(dtype), lse.to(acc.acc), q0, q1, last=last and i == 1)
+        assert (acc.region is None) == last
+        results.append(acc.result())
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

@@ -63,7 +63,9 @@ class CommStats:
         self.kinds = {}
         self.wait_s = 0.0
 
-    def record(self, kind: str, op: Op, group, sent: int, buf: torch.Tensor, peers=None, size: int = 0) -> None:
+    def record(
+        self, kind: str, op: Op, group, sent: int, buf: torch.Tensor, peers=None, size: int = 0
+    ) -> None:
         """One call of `kind` that sent `sent` bytes; `buf` is the tensor nccl-tests sizes it by
         (or `size` bytes of buf's dtype, where no one tensor is that buffer)."""
         self.bytes_sent += sent
@@ -101,7 +103,9 @@ class Comm:
     def pairwise_start(self, sends, recvs, group, kind: str, members: tuple[int, ...], size: int) -> Handle:
         """An all-to-all as p2p: (tensor, global peer) pairs to send and to receive into, one
         batch; `size` is the whole buffer an all_to_all would move (nccl-tests' size)."""
-        self.stats.record(kind, Op.PAIRWISE, group, sum(nbytes(t) for t, _ in sends), sends[0][0], members, size)
+        self.stats.record(
+            kind, Op.PAIRWISE, group, sum(nbytes(t) for t, _ in sends), sends[0][0], members, size
+        )
         ops = [dist.P2POp(dist.isend, t, p, group=group) for t, p in sends]
         ops += [dist.P2POp(dist.irecv, t, p, group=group) for t, p in recvs]
         return Handle(dist.batch_isend_irecv(ops), self.stats)

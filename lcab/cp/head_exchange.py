@@ -79,7 +79,9 @@ class AllToAll:
         with run.timer.region("layout"):
             bufs = [_chunk_view(x, m.u, n)[:, :, :, c].permute(2, 0, 1, 3, 4).contiguous() for x in xs]
         recv = [torch.empty_like(b) for b in bufs]
-        handles = [run.comm.all_to_all_start(r, b, group, k) for r, b, k in zip(recv, bufs, kinds, strict=True)]
+        handles = [
+            run.comm.all_to_all_start(r, b, group, k) for r, b, k in zip(recv, bufs, kinds, strict=True)
+        ]
 
         def finish():  # [U(src), B, L, h, D] -> [B, U*L, h, D]: a view at batch 1
             return [r.permute(1, 0, 2, 3, 4).reshape(r.shape[1], -1, *r.shape[3:]) for r in recv]
@@ -91,7 +93,9 @@ class AllToAll:
         with run.timer.region("layout"):  # no copy at batch 1
             bufs = [y.reshape(y.shape[0], m.u, -1, *y.shape[2:]).transpose(0, 1).contiguous() for y in ys]
         recv = [torch.empty_like(b) for b in bufs]
-        handles = [run.comm.all_to_all_start(r, b, group, k) for r, b, k in zip(recv, bufs, kinds, strict=True)]
+        handles = [
+            run.comm.all_to_all_start(r, b, group, k) for r, b, k in zip(recv, bufs, kinds, strict=True)
+        ]
         return Pending(run, handles, lambda: [list(r.unbind(0)) for r in recv], bufs)
 
 
@@ -112,10 +116,16 @@ class Pairwise:
                         continue
                     sends.append((v[:, :, j].contiguous(), peer))
                     slot = out[:, j * seq : (j + 1) * seq]
-                    r = slot if slot.is_contiguous() else torch.empty(slot.shape, dtype=x.dtype, device=x.device)
+                    r = (
+                        slot
+                        if slot.is_contiguous()
+                        else torch.empty(slot.shape, dtype=x.dtype, device=x.device)
+                    )
                     recvs.append((r, peer))
                     fix += [(slot, r)] if r is not slot else []
-            handles.append(run.comm.pairwise_start(sends, recvs, group, kind, m.ranks, x.numel() // n * x.element_size()))
+            handles.append(
+                run.comm.pairwise_start(sends, recvs, group, kind, m.ranks, x.numel() // n * x.element_size())
+            )
             outs.append(out)
             keep.append(sends)
 
@@ -141,7 +151,9 @@ class Pairwise:
                 r = torch.empty(mine.shape, dtype=y.dtype, device=y.device)
                 recvs.append((r, peer))
                 parts.append(r)
-            handles.append(run.comm.pairwise_start(sends, recvs, group, kind, m.ranks, y.numel() * y.element_size()))
+            handles.append(
+                run.comm.pairwise_start(sends, recvs, group, kind, m.ranks, y.numel() * y.element_size())
+            )
             parts_all.append(parts)
             keep.append(sends)
         return Pending(run, handles, lambda: parts_all, keep)

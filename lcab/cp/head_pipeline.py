@@ -26,7 +26,7 @@ from lcab.config import ConfigError
 from lcab.cp.base import Degrees, RunCtx
 from lcab.cp.head_exchange import EXCHANGE, Members, Pending, land
 from lcab.cp.merge import LseAccumulator, RowSum, acc_dtype
-from lcab.cp.tiled_lse import backward_tiles, forward_tiles
+from lcab.cp.tiled_lse import backward_tiles, forward_tiles, last_reach
 from lcab.cp.tiles import Tile
 from lcab.kernels.base import ShapeSpec
 
@@ -50,7 +50,7 @@ class ChunkAttention:
             out, lse = self.tiles[0].fns.fwd(q, k, v)
             return out.to(q.dtype), lse
         acc = LseAccumulator(q)
-        forward_tiles(q, (k, v), list(self.tiles), acc)
+        forward_tiles(q, (k, v), list(self.tiles), acc, last_reach([list(self.tiles)])[0])
         return acc.result(q.dtype)
 
     def bwd(self, dout, q, k, v, out, lse) -> tuple[torch.Tensor, ...]:

@@ -125,11 +125,30 @@ class LseAccumulator(RowParts):
         b, s, h, _ = q.shape
         super().__init__((tuple(q.shape), (b, h, s)), q.dtype, q.device)
 
-    def add(self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None) -> None:
+    def add(
+        self, out: torch.Tensor, lse: torch.Tensor, q0: int = 0, q1: int | None = None, last: bool = False
+    ) -> None:
+        """`last`: no later result reaches these rows, so where they hold exactly one earlier
+        result (a kept piece) the merge goes straight into it: fp32 maths, rounded once, as the
+        region would round it, without the region's cast in and out."""
         q1 = self.rows if q1 is None else q1
+        piece = self._final_piece(q0, q1) if last else None
+        if piece is not None:
+            merge_final(*piece, out, lse)
+            return
         region = self._put((out, lse), q0, q1)
         if region is not None:
             merge_into(*region, out, lse)
+
+    def _final_piece(self, q0: int, q1: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Rows [q0, q1) of the one kept piece that holds all of them (never merged), if its LSE
+        is in the accumulation dtype; else None."""
+        if self.region is not None and q0 < self.hi and self.lo < q1:
+            return None
+        for p0, p1, (o, lse) in self.pieces:
+            if p0 <= q0 and q1 <= p1 and lse.dtype == self.acc:
+                return o.narrow(1, q0 - p0, q1 - q0), lse.narrow(2, q0 - p0, q1 - q0)
+        return None
 
     def result(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(out in `dtype`, default the query's, lse in the accumulation dtype) over every row;
@@ -174,6 +193,20 @@ def _merge(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: tor
     w_new = torch.exp(lse - safe).transpose(1, 2)[..., None]
     acc_o.copy_(w_old * acc_o + w_new * out.to(acc_o.dtype))
     acc_l.copy_(new)
+
+
+def merge_final(o_dst: torch.Tensor, l_dst: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:
+    """In place into a first result (o_dst in the input dtype, l_dst in the accumulation dtype):
+    merged in the accumulation dtype and rounded once, the numbers merge_into on a cast-in copy
+    followed by a cast-out gives."""
+    fused = o_dst.is_cuda and l_dst.dtype == torch.float32 and o_dst.dtype in (torch.float32, torch.bfloat16)
+    rows = _triton_merge_rows() if fused else None
+    if rows is not None:
+        rows(o_dst, l_dst, out, lse)
+        return
+    a_o = o_dst.to(l_dst.dtype)
+    _merge(a_o, l_dst, out, lse)
+    o_dst.copy_(a_o)
 
 
 def merge_into(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:

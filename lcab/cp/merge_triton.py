@@ -61,17 +61,28 @@ def _merge_rows(
     new = tl.where(live, ref + tl.log(tot), float("-inf"))
     pa = acc_o + b * ao_b + s * ao_s + h[:, None] * ao_h + d[None, :] * ao_d
     pb = out + b * o_b + s * o_s + h[:, None] * o_h + d[None, :] * o_d
-    oa = tl.load(pa, mask=m2, other=0.0)
+    oa = tl.load(pa, mask=m2, other=0.0).to(tl.float32)
     ob = tl.load(pb, mask=m2, other=0.0).to(tl.float32)
-    tl.store(pa, wa[:, None] * oa + wb[:, None] * ob, mask=m2)
+    res = wa[:, None] * oa + wb[:, None] * ob
+    if pa.dtype.element_ty == tl.bfloat16:
+        # A last merge into bf16: round to nearest even on the bits (as torch's cast does), so the
+        # cast below is exact whatever rounding the backend (or Triton's interpreter) applies.
+        bits = res.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        res = bits.to(tl.float32, bitcast=True).to(tl.bfloat16)
+    tl.store(pa, res, mask=m2)
     tl.store(acc_l + b * al_b + h * al_h + s * al_s, new, mask=hm)
 
 
 def merge_rows(acc_o: torch.Tensor, acc_l: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> None:
-    """In place, fp32 accumulators: acc_o [B, S, H, D], acc_l [B, H, S]; out [B, S, H, D] in
-    the step's dtype, lse [B, H, S]. Any strides (row slices of a larger buffer included)."""
-    if acc_o.dtype != torch.float32 or acc_l.dtype != torch.float32:
-        raise TypeError(f"merge_rows takes fp32 accumulators, got {acc_o.dtype} / {acc_l.dtype}")
+    """In place: acc_o [B, S, H, D] (fp32, or a row's last merge straight into its bf16
+    first result: the maths stays fp32, rounded once at the store), acc_l [B, H, S] fp32; out
+    [B, S, H, D] in the step's dtype, lse [B, H, S]. Any strides (row slices of a larger buffer
+    included)."""
+    if acc_l.dtype != torch.float32 or acc_o.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(
+            f"merge_rows takes an fp32 lse and fp32/bf16/fp16 out, got {acc_o.dtype} / {acc_l.dtype}"
+        )
     b, s, h, d = acc_o.shape
     if out.shape != acc_o.shape or lse.shape != acc_l.shape or acc_l.shape != (b, h, s):
         raise ValueError(

@@ -57,10 +57,24 @@ class TiledPlan(RankPlan):
     route: Route = LOCAL
 
 
-def forward_tiles(q, kv, tiles: list[Tile], acc: LseAccumulator) -> None:
-    for t in tiles:
+def last_reach(steps: list[list[Tile]]) -> list[list[bool]]:
+    """Per tile, whether no later tile (later in its step or in a later step) reaches its rows:
+    its merge is the rows' last (LseAccumulator.add(last=True))."""
+    flat = [(t.q0, t.q1) for tiles in steps for t in tiles]
+    out, i = [], 0
+    for tiles in steps:
+        flags = []
+        for t in tiles:
+            i += 1
+            flags.append(not any(a < t.q1 and t.q0 < b for a, b in flat[i:]))
+        out.append(flags)
+    return out
+
+
+def forward_tiles(q, kv, tiles: list[Tile], acc: LseAccumulator, last: list[bool] | None = None) -> None:
+    for i, t in enumerate(tiles):
         o, lse = t.fns.fwd(q[:, t.q0 : t.q1], kv[0][:, t.k0 : t.k1], kv[1][:, t.k0 : t.k1])
-        acc.add(o, lse, t.q0, t.q1)
+        acc.add(o, lse, t.q0, t.q1, last=bool(last and last[i]))
 
 
 def backward_tiles(dout, q, kv, out, lse, tiles: list[Tile], dq, dkv) -> None:
@@ -98,9 +112,10 @@ class TiledLseAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, plan: TiledPlan, run: RunCtx):
         acc = LseAccumulator(q)
         blocks = plan.route.forward(torch.stack([k, v]), len(plan.steps), run)
-        for kv, step in zip(blocks, plan.steps, strict=True):
+        last = last_reach([s.tiles for s in plan.steps])
+        for kv, step, flags in zip(blocks, plan.steps, last, strict=True):
             with run.timer:
-                forward_tiles(q, kv, step.tiles, acc)
+                forward_tiles(q, kv, step.tiles, acc, flags)
         out, lse = acc.result(q.dtype)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.plan, ctx.run = plan, run

@@ -313,8 +313,8 @@ def _one_band(mask: AttnMask, cands, who: str) -> CudnnLayout:
                 right,
                 br,
             )
-    what = "its block" if len(blocks) == 1 else f"its {len(blocks)} diagonal blocks"
-    raise Unsupported(f"{what} do not follow one {who} band (mixed full/causal blocks?)")
+    what = "its block does" if len(blocks) == 1 else f"its {len(blocks)} diagonal blocks do"
+    raise Unsupported(f"{what} not follow one {who} band (mixed full/causal blocks?)")
 
 
 def _largest(dims) -> int:

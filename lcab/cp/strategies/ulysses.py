@@ -141,7 +141,9 @@ def ulysses_emulated(plan: UlyssesPlan, glob: StepInputs, mode: str) -> Callable
     return lambda: [f() for f in calls]
 
 
-def check_exchange_options(strategy: Strategy, cp: Mapping | CPConfig, deg: Degrees, shape: ShapeSpec) -> Degrees:
+def check_exchange_options(
+    strategy: Strategy, cp: Mapping | CPConfig, deg: Degrees, shape: ShapeSpec
+) -> Degrees:
     """cp.head_chunks and cp.exchange, checked and resolved into the degrees the plan reads."""
     opts = strategy.settings(cp)
     chunks = resolve_chunks(opts.head_chunks, deg, shape)
