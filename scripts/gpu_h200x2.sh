@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 16 on one host of W GPUs (nvidia-h200-x2: W = 2), in two resumable parts:
-#   scripts/gpu_h200x2.sh PART SECONDS [OVERRIDES...]       PART = 1, 2 or verify; SECONDS: its time limit
+#   scripts/gpu_h200x2.sh PART SECONDS [OVERRIDES...]       PART = 1, 2, verify or grids; SECONDS: its time limit
 # Part 1 (the targets): single-GPU baselines (cp=none, same total length), then the grid at 16K
 #   tokens per GPU: kernels x {ulysses, ring, ring_allgather, usp, double_ring, torch_ring,
 #   yunchang_usp} x {full, causal, full_document, causal_document} x {fwd, bwd}.
@@ -73,6 +73,15 @@ calls() {
   echo "== calls exit $? after $SECONDS s"
 }
 
+other_grids() {
+  sweep_pass h200x2 balanced16k results "$ranks" "seqlen=$((k16 * world))" "kernel=$first_kernel" cp=ring \
+    cp.shard=balanced mask=causal,causal_document
+  grid "$k8" 8k
+  grid "$k32" 32k bench.warmup=1 bench.iters=5
+  sweep_pass h200x2 emulate16k emulated cluster.nproc=1 "seqlen=$((k16 * world))" "kernel=$first_kernel" \
+    "cp=$lcab_cp" "cp.emulate=$world"
+}
+
 verify_pass() {
   sweep_pass h200x2 verify verify "$ranks" "seqlen=$((k1 * world))" "kernel=$kernels" "cp=$lcab_cp,$peers" \
     bench.mode=fwd_bwd bench.verify=true
@@ -91,15 +100,13 @@ verify) # the verify pass of part 2 alone
   calls ring zigzag causal_document            # item 4: zigzag vs balanced, calls per rank
   calls ring balanced causal_document
   verify_pass
-  sweep_pass h200x2 balanced16k results "$ranks" "seqlen=$((k16 * world))" "kernel=$first_kernel" cp=ring \
-    cp.shard=balanced mask=causal,causal_document
-  grid "$k8" 8k
-  grid "$k32" 32k bench.warmup=1 bench.iters=5
-  sweep_pass h200x2 emulate16k emulated cluster.nproc=1 "seqlen=$((k16 * world))" "kernel=$first_kernel" \
-    "cp=$lcab_cp" "cp.emulate=$world"
+  other_grids
+  ;;
+grids) # part 2 without the per-rank calls and the verify pass
+  other_grids
   ;;
 *)
-  echo "lcab: PART must be 1, 2 or verify, not $part" >&2
+  echo "lcab: PART must be 1, 2, verify or grids, not $part" >&2
   exit 2
   ;;
 esac
