@@ -79,6 +79,21 @@ def test_plan_only_areas_equal_the_strategies_own_plans(mask, cand):
         member = rank if cand.strategy == "ring_allgather" else topo.ring_index
         assert plan.area[member] == pytest.approx([sum(t.area for t in s.tiles) for s in real.steps])
         assert plan.rank_area[rank] == pytest.approx(real.area)
+    # Merge work: per step, the query rows of the chunks that see at least one key of the step's
+    # block, read off the dense mask (the shard's chunks of the member's query and key groups).
+    dense = m.dense().numpy()
+    runs = [[(a, b) for a, b in shard.ranges[k] if b > a] for k in range(world)]
+    for member in range(plan.members):
+        topo = Topology(world, member, deg, True)
+        mine = [member] if cand.strategy == "ring_allgather" else topo.at(0).uly_ranks(member)
+        for step, src in enumerate(plan.order[member]):
+            keys = range(world) if cand.strategy == "ring_allgather" else topo.at(0).uly_ranks(int(src))
+            cols = np.zeros(dense.shape[1], dtype=bool)
+            for k in keys:
+                for a, b in runs[k]:
+                    cols[a:b] = True
+            want = sum(b - a for k in mine for a, b in runs[k] if dense[a:b][:, cols].any())
+            assert plan.rows[member, step] == want, (member, step)
 
 
 def test_a_1024_rank_plan_needs_no_tensors_and_covers_the_mask(monkeypatch):
@@ -96,3 +111,21 @@ def test_a_1024_rank_plan_needs_no_tensors_and_covers_the_mask(monkeypatch):
         assert plan.area.sum() == mask.area
         assert np.sum(plan.rank_area) == pytest.approx(mask.area)
         assert plan.area.shape == (1024 // plan.deg.ulysses, 1024 // plan.deg.ulysses)
+
+
+def test_merge_work_follows_the_accumulators():
+    """Ring, zigzag, world 2, causal: each member's first step (its diagonal, every row) is kept
+    as it came; the second step is the last, merged straight into the first result over the rows
+    it reaches (read both, write one, in the dtype); ring_allgather writes its disjoint calls once."""
+    from lcab.predict.model import merge_bytes
+
+    shape = shape_spec(1, 4, 2, 32, "bf16")
+    m = build_mask("causal", 1024)
+    plan = plan_cell(m, Candidate("ring", "zigzag"), shape, 2)
+    fwd = merge_bytes(plan, "fwd")
+    per_row = 4 * 32 * 3 * 2  # heads x head dim x (read, read, write) x bf16 bytes
+    assert list(fwd[:, 0]) == [0, 0]
+    # member 0 holds chunks 0 and 3: only chunk 3 (256 rows) sees member 1's chunks 1 and 2
+    assert fwd[0, 1] == 256 * per_row and fwd[1, 1] == 512 * per_row
+    ag = plan_cell(m, Candidate("ring_allgather", "zigzag"), shape, 2)
+    assert list(merge_bytes(ag, "fwd")[:, 0]) == [512 * 4 * 32 * 2 * 2] * 2

@@ -66,14 +66,39 @@ def step_compute(
     work = plan.q_rows * plan.k_rows * busy if dense else plan.tiles
     h = plan.heads_q * plan.shape.head_dim * plan.shape.batch
     kern = fit.coef[0] * calls + fit.coef[1] * 4.0 * work * h + fit.coef[2] * rows * h
-    el = plan.shape.dtype.itemsize
-    d, b = plan.shape.head_dim, plan.shape.batch
-    if phase == "fwd":  # fp32 out/LSE merge: read acc, read the step's out, write acc
-        merged = plan.q_rows * plan.heads_q * d * b * (8 + el)
-    else:  # fp32 dq and dK/dV accumulation (read + write), dK/dV of the block
-        merged = (plan.q_rows * plan.heads_q + 2 * plan.k_rows * plan.heads_kv) * d * b * (8 + el)
-    merge = busy * merged / (cluster.hbm_gbps * 1e9 * HBM_EFFICIENCY)
+    merge = merge_bytes(plan, phase) / (cluster.hbm_gbps * 1e9 * HBM_EFFICIENCY)
     return kern + merge
+
+
+def merge_bytes(plan: CellPlan, phase: str) -> np.ndarray:
+    """[members, steps] HBM bytes of combining the steps' results, as lcab.cp.merge does it: a
+    member's first step over every row is kept as it came (nothing); a later step merges over the
+    rows it reaches, straight into the first result when it is the rows' last (read both, write
+    one: 3 bytes per element of the dtype) or through the fp32 region (cast in, merge, cast out);
+    backward: dQ the same way as a sum (RowSum), and each step's dK/dV copied into an fp32 part.
+    ring_allgather's calls on disjoint query runs are written once into one buffer."""
+    el, acc = plan.shape.dtype.itemsize, acc_bytes(plan.shape.dtype.itemsize)
+    h = plan.shape.head_dim * plan.shape.batch
+    q_el = plan.rows * plan.heads_q * h  # elements of the rows each step reaches
+    busy = plan.area > 0
+    if plan.strategy == "ring_allgather":  # one step; its calls' rows are disjoint
+        out = plan.q_rows * plan.heads_q * h * 2 * el * (plan.calls > 0)
+        return out if phase == "fwd" else out * 0.0
+    steps = plan.area.shape[1]
+    last = np.zeros_like(busy)
+    for i in range(busy.shape[0]):  # the last busy step of each member
+        idx = np.flatnonzero(busy[i])
+        if idx.size:
+            last[i, idx[-1]] = True
+    first = np.zeros_like(busy)
+    first[:, 0] = busy[:, 0] & (plan.rows[:, 0] >= plan.q_rows)
+    later = busy & ~first
+    if phase == "fwd":
+        per = np.where(last, 3 * el, 3 * acc + 2 * el)
+        return q_el * per * later
+    dq = q_el * (3 * acc + 2 * el) * later
+    dkv = 2 * plan.k_rows * plan.heads_kv * h * (acc + el) * busy * (steps > 1)
+    return dq + dkv
 
 
 def ideal_s(plan: CellPlan, fits: dict[str, KernelFit], kernel: str, mode: str, whole: CallWork) -> float:
@@ -88,9 +113,9 @@ def _sent(plan: CellPlan, phase: str, dim: str) -> float:
 
 def layout_bytes(plan: CellPlan, phase: str) -> float:
     """HBM bytes one rank moves outside its kernel steps (read + write), as lcab's code does it:
-    the K/V stack and the fp32 -> dtype casts of TiledLseAttention (fwd: out; bwd: the zeroed fp32
-    dq, its cast, dK/dV's casts), Ulysses' send-buffer copies and token reorders, ring_allgather's
-    gathered-key reorder and its fp32 dK/dV zero-fill, scatter and casts. Serial with the steps."""
+    the K/V stack of TiledLseAttention and its backward's dK/dV casts, Ulysses' send-buffer and
+    own-head copies, landing and token reorders, ring_allgather's gathered-key reorder, its dQ over
+    cut calls and its fp32 dK/dV zero-fill, scatter and casts. Serial with the steps."""
     s = plan.shape
     el, acc = s.dtype.itemsize, acc_bytes(s.dtype.itemsize)
     h = s.head_dim * s.batch
@@ -99,22 +124,20 @@ def layout_bytes(plan: CellPlan, phase: str) -> float:
     fwd = phase == "fwd"
     if plan.strategy == "ring_allgather":
         g = plan.seqlen * plan.heads_kv * h  # one of the gathered K, V
-        if fwd:  # stack, reorder of the gathered keys, out cast
-            return 2 * kv * 2 * el + 2 * g * 2 * el + q * (acc + el)
-        # dq and dK/dV zero-fills, scatter (zero-fill + read/write), contiguous, casts
-        return q * acc + 2 * g * acc * 6 + q * (acc + el) + 2 * kv * (acc + el)
+        if fwd:  # stack, reorder of the gathered keys
+            return 2 * kv * 2 * el + 2 * g * 2 * el
+        # dq over the cut calls (RowSum region), dK/dV zero-fill, scatter, contiguous, casts
+        return q * (3 * acc + 2 * el) + 2 * g * acc * 6 + 2 * kv * (acc + el)
     u = plan.deg.ulysses
     n = 0.0
-    if u > 1:  # one copy per tensor around each all-to-all (q, k, v in; out back), both phases
+    if u > 1:  # q, k, v in, out back: one copy each before and one landing after the exchange
         n += (2 * q + 2 * kv) * 2 * el
-    if plan.strategy == "ulysses":  # one whole call: no stack, the kernel's own casts
+    if plan.strategy == "ulysses" or (plan.strategy == "usp" and plan.deg.ring == 1):
         if plan.mask_name != "full":  # tokens reordered to global order and back (q, k, v, out)
             n += (2 * q + 2 * kv) * 2 * el
         return n
     n += 2 * kv * 2 * el  # torch.stack([k, v])
-    if fwd:
-        return n + q * (acc + el)
-    return n + q * acc + q * (acc + el) + 2 * kv * (acc + el)
+    return n if fwd else n + 2 * kv * (acc + el)
 
 
 def phase_time(plan: CellPlan, compute: np.ndarray, cluster: ClusterModel, phase: str) -> float:

@@ -83,6 +83,7 @@ class CellPlan:
     tiles: np.ndarray  # [ring members, steps] pairs in touched TILE x TILE tiles
     calls: np.ndarray  # [ring members, steps] kernel calls (pair-cut kernels: one per chunk pair)
     pair_calls: np.ndarray  # same, counted as (q chunk x k chunk) pairs
+    rows: np.ndarray  # [ring members, steps] query rows of the chunks the step reaches (merge work)
     q_chunks: int  # chunks in one step call's query buffer
     k_rows: int  # rows of the key buffer one step call sees
     messages: list[Message] = field(default_factory=list)
@@ -140,9 +141,9 @@ def plan_cell(mask: AttnMask, cand: Candidate, shape: ShapeSpec, world: int) -> 
         order = _orders(cand.strategy, deg)
         k_groups, n_k = groups, r
     n_q = world if cand.strategy == "ring_allgather" else r
-    area, tiles, pairs = member_matrices(mask, shard, groups, n_q, k_groups, n_k)
+    area, tiles, pairs, rows = member_matrices(mask, shard, groups, n_q, k_groups, n_k)
     take = np.take_along_axis
-    a, t, p = (take(m, order, axis=1) for m in (area, tiles, pairs))
+    a, t, p, touched = (take(m, order, axis=1) for m in (area, tiles, pairs, rows))
     whole_calls = (a > 0).astype(np.int64)
     hq, hkv = shape.heads_q // u, shape.heads_kv * deg.kv_replicas // u
     local = shard.local_len
@@ -167,6 +168,7 @@ def plan_cell(mask: AttnMask, cand: Candidate, shape: ShapeSpec, world: int) -> 
         tiles=t,
         calls=whole_calls,
         pair_calls=p,
+        rows=touched,
         q_chunks=max(1, max(len(rs) for rs in shard.ranges))
         * (1 if cand.strategy == "ring_allgather" else u),
         k_rows=mask.seqlen_k if cand.strategy in ("ring_allgather", "ulysses") else local * u,
@@ -208,8 +210,9 @@ def _orders(strategy: str, deg: Degrees) -> np.ndarray:
 def member_matrices(
     mask: AttnMask, shard: Shard, groups: np.ndarray, n_q: int, k_groups: np.ndarray, n_k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[n_q, n_k] visible pairs, tile-level pairs and (q chunk, k chunk) pairs with something
-    visible, between query groups (rank -> groups[rank]) and key groups (k_groups)."""
+    """[n_q, n_k] visible pairs, tile-level pairs, (q chunk, k chunk) pairs with something
+    visible, and query rows of the chunks that see something, between query groups (rank ->
+    groups[rank]) and key groups (k_groups)."""
     segs = sorted((a, b, rank) for rank, rs in enumerate(shard.ranges) for a, b in rs if b > a)
     edges = np.array([s[0] for s in segs] + [segs[-1][1]], dtype=np.float64)
     owner_q = np.array([groups[s[2]] for s in segs])
@@ -218,12 +221,15 @@ def member_matrices(
     lo, hi = ri.lo, ri.hi
     area = np.zeros((n_q, n_k))
     pairs = np.zeros((n_q, n_k))
+    rows = np.zeros((n_q, n_k))
     for s, (a, b, _) in enumerate(segs):
         d = _row_block(lo[a:b], hi[a:b], edges)
         if d is None:
             continue
         area[owner_q[s]] += np.bincount(owner_k, weights=d, minlength=n_k)
-        pairs[owner_q[s]] += np.bincount(owner_k, weights=(d > 0).astype(float), minlength=n_k)
+        seen = np.bincount(owner_k, weights=(d > 0).astype(float), minlength=n_k)
+        pairs[owner_q[s]] += seen
+        rows[owner_q[s]] += (b - a) * (seen > 0)
     tlo, thi = _tile_rows(lo, hi)
     tiles = np.zeros((n_q, n_k))
     tedges = edges / TILE
@@ -231,7 +237,7 @@ def member_matrices(
         d = _row_block(tlo[a // TILE : -(-b // TILE)], thi[a // TILE : -(-b // TILE)], tedges)
         if d is not None:
             tiles[owner_q[s]] += np.bincount(owner_k, weights=d * TILE * TILE, minlength=n_k)
-    return area, tiles, pairs
+    return area, tiles, pairs, rows
 
 
 def _row_block(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray) -> np.ndarray | None:
