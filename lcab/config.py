@@ -120,7 +120,9 @@ class UlyssesCPConfig(CPConfig):
     # Exchange in this many head chunks, each in flight during the previous chunk's attention
     # (lcab.cp.head_pipeline); 1 = no overlap; 0 = the largest divisor of a rank's kv heads up to 4.
     head_chunks: int = 1
-    exchange: str = "pairwise"  # all_to_all (NCCL all_to_all_single) | pairwise (p2p; lcab.cp.head_exchange)
+    # all_to_all (NCCL all_to_all_single, DeepSpeed's) | pairwise (p2p; lcab.cp.head_exchange):
+    # equal within noise on two H200s (docs/results/h200x2), so the default stays the standard one.
+    exchange: str = "all_to_all"
 
 
 @dataclass
@@ -137,7 +139,7 @@ class UspCPConfig(MeshCPConfig):
     """usp (`- usp_schema`): with ring degree 1 it is Ulysses, and pipelines its heads as Ulysses does."""
 
     head_chunks: int = 1  # see UlyssesCPConfig
-    exchange: str = "pairwise"
+    exchange: str = "all_to_all"
 
 
 @dataclass

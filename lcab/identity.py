@@ -67,6 +67,8 @@ V1: dict[str, dict[str, object]] = {
 # Add a field here when it changes what is measured; never change a default recorded here.
 LATER: dict[str, dict[str, object]] = {
     "kernel": {"mask_mod": None},  # flex: null = the mask's own form (what v1 cells measured)
+    # ulysses / usp: v1 cells exchanged by NCCL all_to_all_single, unchunked (today's defaults).
+    "cp": {"head_chunks": 1, "exchange": "all_to_all"},
 }
 
 # How or where a cell runs or is logged, not what it measures. Top-level keys under "".

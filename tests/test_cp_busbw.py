@@ -93,7 +93,7 @@ def test_probe_reports_collectives_and_can_be_switched_off(pools):
     ag, uly, off = pools(w).run(run_cells, cfgs, timeout_s=300)
     assert [r.status for r in (ag, uly, off)] == ["ok"] * 3, [r.reason for r in (ag, uly, off)]
     assert "coll_busbw" not in off.metrics and off.metrics["rank_calls"][0]["ring_kv"] == w - 1
-    for res, ops in ((ag, {"all_gather", "reduce_scatter"}), (uly, {"pairwise"})):
+    for res, ops in ((ag, {"all_gather", "reduce_scatter"}), (uly, {"all_to_all"})):
         bw = res.metrics["coll_busbw"]
         assert set(bw) == set(res.metrics["rank_calls"][0])
         assert {b["ops"] for b in bw.values()} == ops

@@ -122,7 +122,7 @@ INVALID: list[tuple[tuple[str, ...], str]] = [
     # one schema per strategy: a degree the strategy does not read is an unknown key
     (("cp=ring", "cp.ulysses_degree=2"), "Key 'ulysses_degree' not in 'RingCPConfig'"),
     (("cp=ulysses", "cp.ring_degree=2"), "Key 'ring_degree' not in 'UlyssesCPConfig'"),
-    (("cp=usp", "cp.windows=2"), "Key 'windows' not in 'MeshCPConfig'"),
+    (("cp=usp", "cp.windows=2"), "Key 'windows' not in 'UspCPConfig'"),
     (("cp=none", "cp.ring_degree=2"), "Key 'ring_degree' not in 'CPConfig'"),
     # processes
     (("cluster.nproc=0",), "cluster.nproc must be >= 1"),
