@@ -12,7 +12,7 @@
 # cell records coll_busbw (every collective kind replayed alone: the isolated time that exposed
 # communication is compared with) and rank_region_ms (layout copies and collectives).
 # yunchang_usp needs yunchang on the GPU machine: ../shared/tools/gpu-wheels --cudnn yunchang==0.6.4
-# (a pure-Python wheel; the 2026-11-30 run lacked it, so its rows there are unavailable).
+# (a pure-Python wheel; without it the rows are `unavailable`, naming the package).
 # Env: LCAB_H200X2_DIR output folder (default outputs/h200x2; point it at $OUT);
 #   LCAB_H200X2_KERNELS (default cudnn,sdpa_cudnn; add flash4 when it exists);
 #   LCAB_H200X2_WORLD (default: the number of GPUs, 2 without nvidia-smi);
