@@ -136,7 +136,8 @@ class MeshCPConfig(CPConfig):
 
 @dataclass
 class UspCPConfig(MeshCPConfig):
-    """usp (`- usp_schema`): with ring degree 1 it is Ulysses, and pipelines its heads as Ulysses does."""
+    """usp (`- usp_schema`): cp.exchange for its Ulysses dimension; with ring degree 1 it is Ulysses
+    and takes cp.head_chunks as Ulysses does."""
 
     head_chunks: int = 1  # see UlyssesCPConfig
     exchange: str = "all_to_all"

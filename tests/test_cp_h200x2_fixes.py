@@ -109,7 +109,7 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int, cp_opts: dict) -> di
     import torch.distributed as dist
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from lcab.cp.heads import head_to_seq, seq_to_head
+    from lcab.cp.heads import head_to_seq, members, seq_to_head
     from lcab.cp.selfcheck import case_config
     from lcab.cp.tokens import local_inputs
     from lcab.harness.inputs import make_inputs
@@ -173,11 +173,12 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int, cp_opts: dict) -> di
     # then rank 1's, in shard order) and heads [m*h, (m+1)*h); head_to_seq gives x back exactly.
     h = sp.heads_q // world
     x = mine.q.detach()
-    y = seq_to_head(x, run.groups.get("uly"), world, run, "t")
+    m, ex, g = members(prep.topo), prep.topo.deg.exchange, run.groups.get("uly")
+    y = seq_to_head(x, m, ex, run, g, "t")
     idx = torch.cat([torch.from_numpy(prep.shard.index(r)) for r in range(world)])
     ref = glob.q.detach().index_select(1, idx.clamp(min=0))[:, :, rank * h : (rank + 1) * h]
     ref = ref.masked_fill((idx < 0)[None, :, None, None], 0)
-    back = head_to_seq(y, run.groups.get("uly"), world, run, "t")
+    back = head_to_seq(y, m, ex, run, g, "t")
     return {
         "fwd": fwd,
         "bwd": bwd,

@@ -108,3 +108,27 @@ def test_chunks_that_split_a_kv_head_are_refused(cp, opts):
         s.check({**opts, "exchange": "nccl"}, shape, 2)
     with pytest.raises(ConfigError, match=r"^head_chunks 3 does not divide the 4 kv heads a rank holds"):
         s.check({**opts, "head_chunks": 3}, shape, 2)
+
+
+def test_usp_ring_takes_the_exchange_and_refuses_chunks(pools):
+    """usp with a ring (U2 x R2 at world 4) moves its heads by cp.exchange too, exact against fp64
+    with either exchange; head_chunks there is refused, not ignored."""
+    cases = [
+        case_config(
+            "usp", mask=m, seqlen=128, heads=(8, 4), dtype="fp32", world=4, ring_degree=2, exchange=ex
+        )
+        for m in ("causal", "causal_document")
+        for ex in ("all_to_all", "pairwise")
+    ]
+    results = pools(4).run(check_cases, cases, timeout_s=600)
+    assert all(r and r.get("passed") for r in results), results
+    assert all(r["degrees"][:2] == (2, 2) for r in results)
+    assert all(calls["a2a_q"] == 1 for r in results for calls in r["calls"])  # one exchange of q per rank
+    shape = ShapeSpec(1, 64, 8, 128, torch.bfloat16, torch.device("cpu"))
+    s = strategies.get("usp")
+    assert (
+        s.check({"ulysses_degree": 2, "ring_degree": 2, "exchange": "pairwise"}, shape, 4).exchange
+        == "pairwise"
+    )
+    with pytest.raises(ConfigError, match=r"^usp head_chunks 2 needs ring degree 1 \(ring degree is 2\)$"):
+        s.check({"ulysses_degree": 2, "ring_degree": 2, "head_chunks": 2}, shape, 4)

@@ -126,9 +126,6 @@ class Comm:
         reduce_scatter_tensor(out, inp, group=group)
         self.stats.wait_s += time.perf_counter() - t0
 
-    def all_to_all(self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_to_all") -> None:
-        self.all_to_all_start(out, inp, group, kind).wait()
-
     def all_to_all_start(
         self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_to_all"
     ) -> Handle:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from lcab.cp.merge import LseAccumulator, RowSum, acc_dtype
-from lcab.cp.tiled_lse import TiledPlan, backward_step, forward_tiles, last_reach
+from lcab.cp.tiled_lse import TiledPlan, backward_step, forward_tiles
 from lcab.harness.inputs import StepInputs
 from lcab.kernels.base import ShapeSpec
 
@@ -48,11 +48,9 @@ def tiled_step(plan: TiledPlan, bufs: RankBuffers, mode: str) -> Callable[[], ob
     qb, doutb = bufs.q, bufs.dout
     adt = acc_dtype(qb.dtype)
 
-    last = last_reach([tiles for _, tiles in steps])
-
     def fwd():
         acc = LseAccumulator(qb)
-        for (kv, tiles), flags in zip(steps, last, strict=True):
+        for (kv, tiles), flags in zip(steps, plan.last, strict=True):
             forward_tiles(qb, kv, tiles, acc, flags)
         return acc.result(qb.dtype)
 

@@ -23,12 +23,10 @@ import torch
 from lcab.config import ConfigError
 from lcab.cp.base import RunCtx
 
-EXCHANGES = ("all_to_all", "pairwise")
-
 
 def check_exchange(name: str) -> str:
-    if name not in EXCHANGES:
-        raise ConfigError(f"cp.exchange must be one of {', '.join(EXCHANGES)}, not {name!r}")
+    if name not in EXCHANGE:
+        raise ConfigError(f"cp.exchange must be one of {', '.join(EXCHANGE)}, not {name!r}")
     return name
 
 

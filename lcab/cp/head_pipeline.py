@@ -17,6 +17,7 @@ of the same GQA groups), so every chunk is a self-contained attention problem.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,12 +46,16 @@ class ChunkAttention:
     tiles: tuple[Tile, ...]
     single: bool
 
+    @functools.cached_property
+    def last(self) -> list[bool]:
+        return last_reach([list(self.tiles)])[0]
+
     def fwd(self, q, k, v) -> tuple[torch.Tensor, torch.Tensor]:
         if self.single:
             out, lse = self.tiles[0].fns.fwd(q, k, v)
             return out.to(q.dtype), lse
         acc = LseAccumulator(q)
-        forward_tiles(q, (k, v), list(self.tiles), acc, last_reach([list(self.tiles)])[0])
+        forward_tiles(q, (k, v), list(self.tiles), acc, self.last)
         return acc.result(q.dtype)
 
     def bwd(self, dout, q, k, v, out, lse) -> tuple[torch.Tensor, ...]:

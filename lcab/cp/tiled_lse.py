@@ -9,6 +9,7 @@ TiledLseAttention is the autograd function every ring-family strategy and Ulysse
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -55,6 +56,11 @@ LOCAL = LocalRoute()
 class TiledPlan(RankPlan):
     steps: tuple[Step, ...] = ()
     route: Route = LOCAL
+
+    @functools.cached_property
+    def last(self) -> list[list[bool]]:
+        """last_reach of the steps' tiles, once per plan (not per call)."""
+        return last_reach([s.tiles for s in self.steps])
 
 
 def last_reach(steps: list[list[Tile]]) -> list[list[bool]]:
@@ -112,8 +118,7 @@ class TiledLseAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, plan: TiledPlan, run: RunCtx):
         acc = LseAccumulator(q)
         blocks = plan.route.forward(torch.stack([k, v]), len(plan.steps), run)
-        last = last_reach([s.tiles for s in plan.steps])
-        for kv, step, flags in zip(blocks, plan.steps, last, strict=True):
+        for kv, step, flags in zip(blocks, plan.steps, plan.last, strict=True):
             with run.timer:
                 forward_tiles(q, kv, step.tiles, acc, flags)
         out, lse = acc.result(q.dtype)

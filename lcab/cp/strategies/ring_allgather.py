@@ -25,7 +25,7 @@ from lcab.cp.base import RingOnly, RunCtx, Strategy, Topology
 from lcab.cp.emulation import RankBuffers, kv_block_bytes, take_rows, tiled_step
 from lcab.cp.merge import LseAccumulator, RowSum, acc_dtype
 from lcab.cp.submask import Run
-from lcab.cp.tiled_lse import Step, TiledPlan, backward_tiles, forward_tiles, last_reach
+from lcab.cp.tiled_lse import Step, TiledPlan, backward_tiles, forward_tiles
 from lcab.cp.tiles import StepCache, Tile, make_tiles
 from lcab.harness.inputs import StepInputs
 from lcab.kernels.base import ShapeSpec, Unsupported
@@ -86,7 +86,7 @@ class AllGatherFn(torch.autograd.Function):
             full = full.index_select(2, plan.gather_index)  # [2, B, S, H, D], global order
             acc = LseAccumulator(q)
         with run.timer:
-            forward_tiles(q, full, plan.steps[0].tiles, acc, last_reach([plan.steps[0].tiles])[0])
+            forward_tiles(q, full, plan.steps[0].tiles, acc, plan.last[0])
         with run.timer.region("layout"):
             out, lse = acc.result(q.dtype)
         ctx.save_for_backward(q, full, out, lse)

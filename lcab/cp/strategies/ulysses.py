@@ -5,12 +5,12 @@ After the all-to-all the tokens sit in shard order (each rank's runs back to bac
 put into global order so the kernel sees the original mask (causal stays is_causal), except
 under a full mask without padding, which no token order changes.
 
-The exchange is pipelined over head chunks (cp.head_chunks, lcab.cp.head_pipeline): chunk c+1's
-q, k, v travel while chunk c computes, chunk c's output travels back while chunk c+1 computes.
-Issue 16: unpipelined, the four all_to_all of a forward (1.5 ms at S = 32K, world 2, H200) plus
-their send-buffer copies (~1 ms) were fully exposed. Copies are timed as the region "layout",
-the compute stream's waits on the exchange as "comm". A kernel without step functions runs
-whole through its own autograd, unpipelined (its compute time covers the forward only).
+The exchange is cp.exchange (lcab.cp.head_exchange: NCCL all_to_all_single or p2p pairs) and can
+be pipelined over head chunks (cp.head_chunks, lcab.cp.head_pipeline: chunk c+1's q, k, v travel
+while chunk c computes); on two H200s chunking measured slower, so the default is one chunk.
+Copies are timed as the region "layout", the compute stream's waits on the exchange as "comm". A
+kernel without step functions runs whole through its own autograd, unchunked (its compute time
+covers the forward only).
 """
 
 from __future__ import annotations
@@ -23,9 +23,17 @@ import torch
 from lcab.config import CPConfig, UlyssesCPConfig
 from lcab.cp.base import Degrees, RunCtx, Strategy, Topology, degree
 from lcab.cp.emulation import RankBuffers, mesh_bytes, rank_heads, tiled_step
-from lcab.cp.head_exchange import Members, check_exchange
+from lcab.cp.head_exchange import check_exchange
 from lcab.cp.head_pipeline import ChunkAttention, Pipeline, PipelinedUlysses, resolve_chunks
-from lcab.cp.heads import group_concat_runs, group_token_index, local_shape, to_heads, to_seq
+from lcab.cp.heads import (
+    group_concat_runs,
+    group_token_index,
+    local_shape,
+    members,
+    replicate_kv,
+    to_heads,
+    to_seq,
+)
 from lcab.cp.sharding import Shard
 from lcab.cp.submask import Run
 from lcab.cp.tiled_lse import Step, TiledPlan
@@ -100,17 +108,13 @@ def ulysses_plan(
     tiles = tuple(steps[0].tiles)
     t = tiles[0]
     single = len(tiles) == 1 and (t.q0, t.q1, t.k0, t.k1) == (0, mask.seqlen_q, 0, mask.seqlen_k)
-    members = Members(tuple(topo.uly_ranks()), topo.uly_index)
-    pipe = Pipeline(members, n, ChunkAttention(tiles, single), topo.deg.exchange, perm, unperm)
+    pipe = Pipeline(members(topo), n, ChunkAttention(tiles, single), topo.deg.exchange, perm, unperm)
     return UlyssesPlan(**common, notes=notes, steps=steps, pipe=pipe)
 
 
 def ulysses_attention(q, k, v, plan: UlyssesPlan, ctx: RunCtx) -> torch.Tensor:
     if plan.pipe is not None:
-        deg = plan.topo.deg
-        if deg.kv_replicas > 1:
-            k = k.repeat_interleave(deg.kv_replicas, 2)
-            v = v.repeat_interleave(deg.kv_replicas, 2)
+        k, v = replicate_kv(k, v, plan.topo.deg)
         return PipelinedUlysses.apply(q, k, v, plan.pipe, ctx)
     qh, kh, vh = to_heads(q, k, v, plan, ctx)
     n = qh.shape[1]
@@ -153,7 +157,7 @@ def check_exchange_options(
 class Ulysses(Strategy):
     name = "ulysses"
     summary = (
-        "all-to-all to head sharding (pipelined over head chunks), full mask per head group, all-to-all back"
+        "all-to-all to head sharding, full mask per head group, all-to-all back (cp.exchange, cp.head_chunks)"
     )
 
     config = UlyssesCPConfig

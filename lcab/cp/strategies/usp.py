@@ -1,8 +1,9 @@
 """USP (yunchang): Ulysses inside a group x ring across groups on a 2-D mesh.
 
 cp.ulysses_intra_node (default true) puts each Ulysses group on consecutive ranks (one node,
-NVLink) and the ring across them; false swaps the two. With ring degree 1 it is Ulysses, and
-runs as Ulysses does (all-to-all pipelined over cp.head_chunks), not as a ring of one.
+NVLink) and the ring across them; false swaps the two. cp.exchange is the Ulysses exchange at any
+ring degree; with ring degree 1 it is Ulysses and runs as Ulysses does (cp.head_chunks included),
+not as a ring of one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from lcab.config import CPConfig, UspCPConfig
+from lcab.config import ConfigError, CPConfig, UspCPConfig
 from lcab.cp.base import Degrees, RunCtx, mesh_degrees
 from lcab.cp.rings import RingLike
 from lcab.cp.strategies.ulysses import (
@@ -35,7 +36,10 @@ class Usp(RingLike):
 
     def check(self, cp: Mapping | CPConfig, shape: ShapeSpec, world: int) -> Degrees:
         deg = super().check(cp, shape, world)
-        return check_exchange_options(self, cp, deg, shape) if deg.ring == 1 else deg
+        chunks = self.settings(cp).head_chunks
+        if deg.ring > 1 and chunks != 1:  # the ring's Ulysses exchange is not pipelined
+            raise ConfigError(f"usp head_chunks {chunks} needs ring degree 1 (ring degree is {deg.ring})")
+        return check_exchange_options(self, cp, deg, shape)
 
     def plan(self, mask, shard, topo, kernel, shape):
         if topo.deg.ring == 1:
