@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 
-from lcab.report.efficiency import _isolated_ms, _region_max
+from lcab.report.efficiency import _isolated_ms, _region_max, baseline_of, baselines
 from lcab.report.load import load
-from lcab.report.paper_cp import _num, emulated_cells, real_cells, single_cells
+from lcab.report.paper_cp import _num, emulated_cells, real_cells
 
 COLS = (
     "| strategy | kernel | mask | mode | eff. | T ms | ideal ms | kernel ms (eff.) | imbalance ms "
@@ -33,11 +33,7 @@ def _g(x: float | None) -> str:
 
 def gaps(results: str, tokens: int, emulated: str | None) -> str:
     df = load([results] + ([emulated] if emulated else []))
-    base = {
-        (r["kernel"], r["mask"], r["seqlen"], r["mode"], r["shape"]): r
-        for r in single_cells(df).to_dict("records")
-        if r["status"] == "ok"
-    }
+    base = baselines(df)
     emu = {
         (r["cp"], r["shard"], r["kernel"], r["mask"], r["seqlen"], r["mode"]): r["metrics"]
         for r in emulated_cells(df).to_dict("records")
@@ -49,9 +45,9 @@ def gaps(results: str, tokens: int, emulated: str | None) -> str:
     for r in sorted(
         cells.to_dict("records"), key=lambda r: (r["kernel"], r["cp"], r["shard"], r["mask"], r["mode"])
     ):
-        m, b = r["metrics"] or {}, base.get((r["kernel"], r["mask"], r["seqlen"], r["mode"], r["shape"]))
+        m, b = r["metrics"] or {}, baseline_of(r, base)
         t, ranks = _num(m.get("time_ms_p50")), [_num(x) for x in m.get("rank_compute_ms") or []]
-        if b is None or t is None or not ranks or None in ranks:
+        if b is None or b["status"] != "ok" or t is None or not ranks or None in ranks:
             continue
         ideal = _num(b["metrics"].get("time_ms_p50")) / int(r["world"])
         mean, top = sum(ranks) / len(ranks), max(ranks)

@@ -45,14 +45,22 @@ def _isolated_ms(m: dict) -> float | None:
     return max(per_rank)
 
 
+def baselines(df: pd.DataFrame) -> dict[tuple, dict]:
+    """The cp=none row of each BASE_KEY (a CP cell's baseline: baseline_of)."""
+    return {tuple(r[k] for k in BASE_KEY): r for r in _records(single_cells(df))}
+
+
+def baseline_of(r: dict, found: dict[tuple, dict]) -> dict | None:
+    return found.get(tuple(r[k] for k in BASE_KEY))
+
+
 def frame(df: pd.DataFrame) -> pd.DataFrame:
     """One row per real CP cell (newest), with its baseline and efficiency."""
-    cells, singles = real_cells(df), single_cells(df)
-    found = {tuple(r[k] for k in BASE_KEY): r for r in _records(singles)}
+    found = baselines(df)
     rows = []
-    for r in _records(cells):
+    for r in _records(real_cells(df)):
         m = r["metrics"] or {}
-        base = found.get(tuple(r[k] for k in BASE_KEY))
+        base = baseline_of(r, found)
         got, ref = _ok_tflops(r), _ok_tflops(base)
         exposed, iso = _max(m.get("rank_exposed_comm_ms")), _isolated_ms(m)
         rows.append(
