@@ -27,6 +27,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scontrol")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+# A requeued job waits this long (+1 s) before it may start again: its old step credentials
+# are revoked until they expire, and a job started earlier fails ("Job credential revoked").
+# Slurm's default is 120 s; 10 s keeps a preemption test short. The scheduler looks every 2 s.
+CRED_EXPIRE_S = 10
 
 
 class SlurmUnavailable(RuntimeError):
@@ -102,6 +106,7 @@ SlurmdPort={_free_port()}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire={CRED_EXPIRE_S}
 StateSaveLocation={state}/state
 SlurmdSpoolDir={state}/spool
 SlurmctldPidFile={state}/slurmctld.pid
@@ -116,7 +121,7 @@ JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0
+SchedulerParameters=batch_sched_delay=0,sched_interval=2
 EnforcePartLimits=ALL
 MpiDefault=none
 ReturnToService=2
