@@ -113,16 +113,22 @@ class RingCPConfig(CPConfig):
 
 
 @dataclass
-class UlyssesCPConfig(CPConfig):
-    """All-to-all over heads (`- ulysses_schema`)."""
+class HeadExchangeConfig:
+    """How a pure Ulysses group moves heads (ulysses; usp, whose ring degree must be 1 for chunks)."""
 
-    ulysses_degree: int = 0  # 0 = the whole world
     # Exchange in this many head chunks, each in flight during the previous chunk's attention
     # (lcab.cp.head_pipeline); 1 = no overlap; 0 = the largest divisor of a rank's kv heads up to 4.
     head_chunks: int = 1
     # all_to_all (NCCL all_to_all_single, DeepSpeed's) | pairwise (p2p; lcab.cp.head_exchange):
     # equal within noise on two H200s (docs/results/h200x2), so the default stays the standard one.
     exchange: str = "all_to_all"
+
+
+@dataclass
+class UlyssesCPConfig(HeadExchangeConfig, CPConfig):
+    """All-to-all over heads (`- ulysses_schema`)."""
+
+    ulysses_degree: int = 0  # 0 = the whole world
 
 
 @dataclass
@@ -135,12 +141,9 @@ class MeshCPConfig(CPConfig):
 
 
 @dataclass
-class UspCPConfig(MeshCPConfig):
+class UspCPConfig(HeadExchangeConfig, MeshCPConfig):
     """usp (`- usp_schema`): cp.exchange for its Ulysses dimension; with ring degree 1 it is Ulysses
     and takes cp.head_chunks as Ulysses does."""
-
-    head_chunks: int = 1  # see UlyssesCPConfig
-    exchange: str = "all_to_all"
 
 
 @dataclass

@@ -140,11 +140,6 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int, cp_opts: dict) -> di
                 res = func(*args, **(kwargs or {}))
                 moved[0] += res.numel() * res.element_size()  # bytes written by the copy
                 return res
-                import os
-                import traceback
-
-                if os.environ.get("T16_TRACE") and dist.get_rank() == 0:
-                    print(name, "".join(traceback.format_stack(limit=6)[:-1]), flush=True)
             return func(*args, **(kwargs or {}))
 
     timer = run.timer
@@ -189,7 +184,7 @@ def _ulysses_layout_ops(mask_name: str, shard: str, s: int, cp_opts: dict) -> di
         "exchange_exact": bool(torch.equal(y, ref)),
         "inverse_exact": bool(torch.equal(back, x)),
         "single_call": prep.plan.pipe.attn.single,
-        "perm": prep.plan.pipe.perm is not None,
+        "perm": prep.plan.pipe.order.perm is not None,
         "chunks": prep.plan.pipe.chunks,
     }
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lcab.cp.comm import CommStats, KindInfo, Op, all_gather_tensor, reduce_scatter_tensor
+from lcab.cp.comm import CommStats, KindInfo, Op, all_gather_tensor, p2p_batch, reduce_scatter_tensor
 
 # Enough to see a steady per-call time, few enough that the CPU test suite does not notice.
 WARMUP, ITERS = 2, 5
@@ -99,31 +99,19 @@ def _call(spec: Spec, info: KindInfo, device: torch.device) -> Callable[[], None
     def buf(numel: int) -> torch.Tensor:
         return torch.zeros(numel, dtype=info.dtype, device=device)
 
-    if spec.op is Op.P2P:
-        send, recv = buf(n), buf(n)
-        to, frm = info.peers
+    if spec.op in (Op.P2P, Op.PAIRWISE):
+        if spec.op is Op.P2P:  # one ring hop: peers = (to, from)
+            to, frm = info.peers
+            sends, recvs = [(buf(n), to)], [(buf(n), frm)]
+        else:  # a slice to and from every other member of the group, one batch
+            others = [p for p in info.peers if p != dist.get_rank()]
+            sends, recvs = [(buf(n // g), p) for p in others], [(buf(n // g), p) for p in others]
 
-        def hop() -> None:
-            ops = [
-                dist.P2POp(dist.isend, send, to, group=group),
-                dist.P2POp(dist.irecv, recv, frm, group=group),
-            ]
-            for w in dist.batch_isend_irecv(ops):
+        def p2p() -> None:
+            for w in p2p_batch(sends, recvs, group):
                 w.wait()
 
-        return hop
-    if spec.op is Op.PAIRWISE:  # a slice to and from every other member, one batch
-        me = dist.get_rank()
-        peers = [p for p in info.peers if p != me]
-        sends, recvs = [buf(n // g) for _ in peers], [buf(n // g) for _ in peers]
-
-        def pairwise() -> None:
-            ops = [dist.P2POp(dist.isend, t, p, group=group) for t, p in zip(sends, peers, strict=True)]
-            ops += [dist.P2POp(dist.irecv, t, p, group=group) for t, p in zip(recvs, peers, strict=True)]
-            for w in dist.batch_isend_irecv(ops):
-                w.wait()
-
-        return pairwise
+        return p2p
     if spec.op is Op.ALL_GATHER:
         out, inp = buf(n), buf(n // g)
         return lambda: all_gather_tensor(out, inp, group=group)

@@ -78,6 +78,13 @@ class CommStats:
         info.size_bytes += size or nbytes(buf)
 
 
+def p2p_batch(sends, recvs, group) -> list:
+    """(tensor, global peer) pairs sent and received in one batch_isend_irecv; its works."""
+    ops = [dist.P2POp(dist.isend, t, p, group=group) for t, p in sends]
+    ops += [dist.P2POp(dist.irecv, t, p, group=group) for t, p in recvs]
+    return dist.batch_isend_irecv(ops)
+
+
 class Handle:
     def __init__(self, works, stats: CommStats) -> None:
         self.works = works
@@ -97,8 +104,7 @@ class Comm:
     def exchange(self, send: torch.Tensor, recv: torch.Tensor, to: int, frm: int, group, kind: str) -> Handle:
         """Send `send` to global rank `to` while receiving `recv` from `frm` (one ring hop)."""
         self.stats.record(kind, Op.P2P, group, nbytes(send), send, peers=(to, frm))
-        ops = [dist.P2POp(dist.isend, send, to, group=group), dist.P2POp(dist.irecv, recv, frm, group=group)]
-        return Handle(dist.batch_isend_irecv(ops), self.stats)
+        return Handle(p2p_batch([(send, to)], [(recv, frm)], group), self.stats)
 
     def pairwise_start(self, sends, recvs, group, kind: str, members: tuple[int, ...], size: int) -> Handle:
         """An all-to-all as p2p: (tensor, global peer) pairs to send and to receive into, one
@@ -106,9 +112,7 @@ class Comm:
         self.stats.record(
             kind, Op.PAIRWISE, group, sum(nbytes(t) for t, _ in sends), sends[0][0], members, size
         )
-        ops = [dist.P2POp(dist.isend, t, p, group=group) for t, p in sends]
-        ops += [dist.P2POp(dist.irecv, t, p, group=group) for t, p in recvs]
-        return Handle(dist.batch_isend_irecv(ops), self.stats)
+        return Handle(p2p_batch(sends, recvs, group), self.stats)
 
     def all_gather(self, out: torch.Tensor, inp: torch.Tensor, group, kind: str = "all_gather") -> None:
         w = dist.get_world_size(group)

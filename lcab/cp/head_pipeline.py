@@ -72,15 +72,11 @@ class ChunkAttention:
 
 
 @dataclass(frozen=True)
-class Pipeline:
-    """What the pipelined exchange needs: degree, chunk count, the attention of one chunk, and
-    the token order between the all-to-all buffer and global order."""
+class TokenOrder:
+    """Between a Ulysses group's exchange buffer (each rank's runs back to back) and global order
+    (lcab.cp.strategies.ulysses.token_order); both None: the orders agree (or do not matter)."""
 
-    members: Members
-    chunks: int
-    attn: ChunkAttention
-    exchange: str  # a name in lcab.cp.head_exchange.EXCHANGE
-    perm: torch.Tensor | None = None  # buffer position of each global token; None = identity
+    perm: torch.Tensor | None = None  # buffer position of each global token
     unperm: torch.Tensor | None = None  # global token of each buffer position; None = padded
 
     def to_global(self, ts, run: RunCtx) -> list[torch.Tensor]:
@@ -97,6 +93,18 @@ class Pipeline:
             if self.unperm is not None:
                 return [t.index_select(1, self.unperm) for t in ts]
             return [t.new_zeros(t.shape[0], buffer_len, *t.shape[2:]).index_copy(1, self.perm, t) for t in ts]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the pipelined exchange needs: the group, chunk count, the attention of one chunk,
+    the exchange, and the token order between the exchange buffer and global order."""
+
+    members: Members
+    chunks: int
+    attn: ChunkAttention
+    exchange: str  # a name in lcab.cp.head_exchange.EXCHANGE
+    order: TokenOrder = TokenOrder()
 
 
 def _pipelined(
@@ -130,11 +138,11 @@ class PipelinedUlysses(torch.autograd.Function):
         saved: list[torch.Tensor] = []
 
         def compute(c, heads):
-            qc, kc, vc = pipe.to_global(heads, run)
+            qc, kc, vc = pipe.order.to_global(heads, run)
             with run.timer:
                 oc, lse = pipe.attn.fwd(qc, kc, vc)
             saved.extend((qc, kc, vc, oc, lse))
-            return pipe.to_buffer([oc], run, heads[0].shape[1])
+            return pipe.order.to_buffer([oc], run, heads[0].shape[1])
 
         _pipelined(
             n,
@@ -158,13 +166,13 @@ class PipelinedUlysses(torch.autograd.Function):
         dv = torch.empty_like(dk)
 
         def compute(c, heads):
-            (doc,) = pipe.to_global(heads, run)
+            (doc,) = pipe.order.to_global(heads, run)
             qc, kc, vc, oc, lse = saved[5 * c : 5 * c + 5]
             with run.timer:
                 grads = pipe.attn.bwd(doc, qc, kc, vc, oc, lse)
             with run.timer.region("layout"):
                 grads = [t.to(dout.dtype) for t in grads]
-            return pipe.to_buffer(grads, run, heads[0].shape[1])
+            return pipe.order.to_buffer(grads, run, heads[0].shape[1])
 
         _pipelined(
             n,

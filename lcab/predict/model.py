@@ -83,13 +83,9 @@ def merge_bytes(plan: CellPlan, phase: str) -> np.ndarray:
     busy = plan.area > 0
     if plan.strategy == "ring_allgather":  # one step; its calls' rows are disjoint
         out = plan.q_rows * plan.heads_q * h * 2 * el * (plan.calls > 0)
-        return out if phase == "fwd" else out * 0.0
+        return out if phase == "fwd" else np.zeros_like(out)
     steps = plan.area.shape[1]
-    last = np.zeros_like(busy)
-    for i in range(busy.shape[0]):  # the last busy step of each member
-        idx = np.flatnonzero(busy[i])
-        if idx.size:
-            last[i, idx[-1]] = True
+    last = busy & (np.cumsum(busy[:, ::-1], axis=1)[:, ::-1] == 1)  # each member's last busy step
     first = np.zeros_like(busy)
     first[:, 0] = busy[:, 0] & (plan.rows[:, 0] >= plan.q_rows)
     later = busy & ~first

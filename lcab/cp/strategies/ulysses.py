@@ -16,7 +16,7 @@ covers the forward only).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -24,7 +24,7 @@ from lcab.config import CPConfig, UlyssesCPConfig
 from lcab.cp.base import Degrees, RunCtx, Strategy, Topology, degree
 from lcab.cp.emulation import RankBuffers, mesh_bytes, rank_heads, tiled_step
 from lcab.cp.head_exchange import check_exchange
-from lcab.cp.head_pipeline import ChunkAttention, Pipeline, PipelinedUlysses, resolve_chunks
+from lcab.cp.head_pipeline import ChunkAttention, Pipeline, PipelinedUlysses, TokenOrder, resolve_chunks
 from lcab.cp.heads import (
     group_concat_runs,
     group_token_index,
@@ -51,7 +51,7 @@ class UlyssesPlan(TiledPlan):
     pipe: Pipeline | None = None  # the pipelined exchange (kernels with step functions)
     # A kernel without step functions runs whole through its own autograd (Ulysses needs no LSE).
     whole_fn: Callable | None = None
-    perm: torch.Tensor | None = None  # whole_fn's token order (see Pipeline.perm)
+    order: TokenOrder = field(default_factory=TokenOrder)  # exchange buffer <-> global order
     no_steps: str = ""  # why there are no per-step calls (emulation times those)
 
 
@@ -81,8 +81,7 @@ def ulysses_plan(
     n = topo.deg.head_chunks
     chunk = replace(ls, heads_q=ls.heads_q // n, heads_kv=ls.heads_kv // n)
     perm, unperm = token_order(mask, shard, topo, topo.ring_index)
-    dev = shape.device
-    perm, unperm = (None if t is None else t.to(dev) for t in (perm, unperm))
+    order = TokenOrder(*(None if t is None else t.to(shape.device) for t in (perm, unperm)))
     common = dict(
         shard=shard, topo=topo, heads_q=ls.heads_q, heads_kv=ls.heads_kv, area=mask.area / topo.deg.ulysses
     )
@@ -102,13 +101,13 @@ def ulysses_plan(
             **common,
             notes=notes,
             whole_fn=kernel.prepare(mask, ls),
-            perm=perm,
+            order=order,
             no_steps=f"{kernel.name} has no step functions; emulation times per-step calls",
         )
     tiles = tuple(steps[0].tiles)
     t = tiles[0]
     single = len(tiles) == 1 and (t.q0, t.q1, t.k0, t.k1) == (0, mask.seqlen_q, 0, mask.seqlen_k)
-    pipe = Pipeline(members(topo), n, ChunkAttention(tiles, single), topo.deg.exchange, perm, unperm)
+    pipe = Pipeline(members(topo), n, ChunkAttention(tiles, single), topo.deg.exchange, order)
     return UlyssesPlan(**common, notes=notes, steps=steps, pipe=pipe)
 
 
@@ -118,14 +117,10 @@ def ulysses_attention(q, k, v, plan: UlyssesPlan, ctx: RunCtx) -> torch.Tensor:
         return PipelinedUlysses.apply(q, k, v, plan.pipe, ctx)
     qh, kh, vh = to_heads(q, k, v, plan, ctx)
     n = qh.shape[1]
-    if plan.perm is not None:
-        with ctx.timer.region("layout"):
-            qh, kh, vh = (t.index_select(1, plan.perm) for t in (qh, kh, vh))
+    qh, kh, vh = plan.order.to_global((qh, kh, vh), ctx)
     with ctx.timer:
         out, _ = plan.whole_fn(qh, kh, vh)
-    if plan.perm is not None:
-        with ctx.timer.region("layout"):
-            out = out.new_zeros(out.shape[0], n, *out.shape[2:]).index_copy(1, plan.perm, out)
+    (out,) = plan.order.to_buffer((out,), ctx, n)
     return to_seq(out, plan, ctx)
 
 
