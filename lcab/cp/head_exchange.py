@@ -6,8 +6,9 @@ all heads) and head sharding ([B, U*L, h, D]: the group's tokens, my heads), two
               (a copy of all of it), one NCCL all_to_all_single, which also moves my own slice.
   pairwise    p2p: each other member's slice is made contiguous and sent, my own slice is copied
               straight into place, received slices land where the kernel reads them (no copy
-              after the exchange at batch 1). Issue 16: at S = 32K on two H200s NCCL's
-              all_to_all_single of the 128 MiB q buffer took 0.62 ms, 109 GB/s per direction.
+              after the exchange at batch 1). Issue 16, S = 32K on two H200s: the 256 MiB q
+              buffer (128 MiB each way) took 0.65 ms either way, busbw ~205 GB/s
+              (docs/results/h200x2/exploration/exchange.jsonl).
 
 Both are asynchronous: start() returns a Pending whose wait() makes the compute stream wait
 (timed as the region "comm"; copies as "layout") and returns the tensors.
